@@ -1,0 +1,3 @@
+DROP TABLE seats;
+DROP TABLE concert_dates;
+DROP TABLE concerts;

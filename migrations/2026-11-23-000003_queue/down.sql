@@ -1,0 +1,2 @@
+DROP TABLE queue_tokens;
+DROP TABLE queue_state;

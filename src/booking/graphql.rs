@@ -1,0 +1,145 @@
+//! `holdSeat`, `pay`, and the `Reservation` and `Payment` types.
+
+use async_graphql::{Context, ID, Object, Result};
+
+use super::loader::{PaymentKey, ReservationsOfPayment};
+use super::model::{PaymentRow, ReservationRow, ReservationStatus};
+use super::service;
+use crate::catalogue::graphql::Seat;
+use crate::catalogue::loader::SeatKey;
+use crate::graphql::context::{AppContext, bearer_claims, shared_error};
+use crate::graphql::guard::TokenGuard;
+use crate::graphql::scalars::Instant;
+use crate::money::Money;
+use crate::wallet::service::valid_key;
+
+pub struct Reservation(pub ReservationRow);
+
+#[Object]
+impl Reservation {
+    async fn id(&self) -> ID {
+        ID(self.0.id.0.to_string())
+    }
+
+    async fn seat(&self, ctx: &Context<'_>) -> Result<Seat> {
+        ctx.scope()
+            .catalogue
+            .load_one(SeatKey(self.0.seat_id))
+            .await
+            .map_err(shared_error)?
+            .map(Seat)
+            .ok_or_else(|| {
+                crate::error::AppError::internal("a reservation's seat is missing").into()
+            })
+    }
+
+    async fn status(&self, ctx: &Context<'_>) -> ReservationStatus {
+        self.0.status_at(ctx.scope().now)
+    }
+
+    async fn price(&self) -> Money {
+        self.0.price.clone().into()
+    }
+
+    async fn created_at(&self) -> Instant {
+        self.0.created_at.into()
+    }
+
+    async fn held_until(&self) -> Instant {
+        self.0.held_until.into()
+    }
+
+    /// Set once PAID.
+    async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
+        let Some(payment) = self.0.payment_id else {
+            return Ok(None);
+        };
+        let row = ctx
+            .scope()
+            .booking
+            .load_one(PaymentKey(payment.0))
+            .await
+            .map_err(shared_error)?;
+        Ok(row.map(Payment))
+    }
+}
+
+pub struct Payment(pub PaymentRow);
+
+#[Object]
+impl Payment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.0.to_string())
+    }
+
+    async fn amount(&self) -> Money {
+        self.0.amount.clone().into()
+    }
+
+    async fn paid_at(&self) -> Instant {
+        self.0.paid_at.into()
+    }
+
+    async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
+        let rows = ctx
+            .scope()
+            .booking
+            .load_one(ReservationsOfPayment(self.0.id.0))
+            .await
+            .map_err(shared_error)?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(Reservation)
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct BookingMutation;
+
+#[Object]
+impl BookingMutation {
+    /// Holds a seat for the bearer's user for the hold time. Needs an ACTIVE token.
+    #[graphql(guard = "TokenGuard::active()")]
+    async fn hold_seat(
+        &self,
+        ctx: &Context<'_>,
+        concert_date_id: ID,
+        seat_number: i32,
+    ) -> Result<Reservation> {
+        let token = bearer_claims(ctx)?;
+        let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
+        let app = ctx.app();
+        let reservation = service::hold_seat(
+            &app.pool,
+            app.booking,
+            &token,
+            date_id,
+            seat_number,
+            ctx.scope().now,
+        )
+        .await?;
+        Ok(Reservation(reservation))
+    }
+
+    /// Pays for held reservations of the bearer's user in one payment, then expires the token. Needs an ACTIVE token, except for a retry with an idempotencyKey already used by the same user, which answers with the first payment.
+    #[graphql(guard = "TokenGuard::admitted()")]
+    async fn pay(
+        &self,
+        ctx: &Context<'_>,
+        reservation_ids: Vec<ID>,
+        idempotency_key: Option<String>,
+    ) -> Result<Payment> {
+        let token = bearer_claims(ctx)?;
+        let ids: Vec<String> = reservation_ids.into_iter().map(|id| id.0).collect();
+        let ids = service::parse_reservation_ids(&ids)?;
+        let key = valid_key(idempotency_key)?;
+        let app = ctx.app();
+        let payment =
+            service::pay(&app.pool, &token, &ids, key.as_deref(), ctx.scope().now).await?;
+        // A slot is free now: let the next in line in without waiting a tick.
+        app.queue.admission_wakeup.notify_one();
+        Ok(Payment(payment))
+    }
+}

@@ -1,0 +1,111 @@
+//! Dataloader for reservations and payments under users and each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
+use chrono::NaiveDateTime;
+use uuid::Uuid;
+
+use super::model::{self, PaymentRow, ReservationRow};
+use crate::db::{self, DbPool, DbUuid};
+use crate::error::AppError;
+use crate::graphql::context::group_by;
+
+/// Every reservation of a user, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReservationsOfUser(pub Uuid);
+/// Every payment of a user, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PaymentsOfUser(pub Uuid);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PaymentKey(pub Uuid);
+/// The reservations a payment settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReservationsOfPayment(pub Uuid);
+
+pub struct BookingLoader {
+    pool: DbPool,
+}
+
+impl BookingLoader {
+    pub fn new(pool: DbPool, _now: NaiveDateTime) -> Self {
+        Self { pool }
+    }
+}
+
+type LoadResult<K, V> = Result<HashMap<K, V>, Arc<AppError>>;
+
+fn uuids<K: Copy>(keys: &[K], id: impl Fn(K) -> Uuid) -> Vec<DbUuid> {
+    keys.iter().copied().map(|key| DbUuid(id(key))).collect()
+}
+
+impl Loader<ReservationsOfUser> for BookingLoader {
+    type Value = Vec<ReservationRow>;
+    type Error = Arc<AppError>;
+
+    #[tracing::instrument(name = "load_reservations_of_users", skip_all, fields(keys = keys.len()))]
+    async fn load(
+        &self,
+        keys: &[ReservationsOfUser],
+    ) -> LoadResult<ReservationsOfUser, Vec<ReservationRow>> {
+        let mut conn = db::connect(&self.pool).await?;
+        let rows = model::reservations_of_users(&mut conn, &uuids(keys, |k| k.0))
+            .await
+            .map_err(AppError::from)?;
+        Ok(group_by(rows, |row| ReservationsOfUser(row.user_id.0)))
+    }
+}
+
+impl Loader<PaymentsOfUser> for BookingLoader {
+    type Value = Vec<PaymentRow>;
+    type Error = Arc<AppError>;
+
+    #[tracing::instrument(name = "load_payments_of_users", skip_all, fields(keys = keys.len()))]
+    async fn load(&self, keys: &[PaymentsOfUser]) -> LoadResult<PaymentsOfUser, Vec<PaymentRow>> {
+        let mut conn = db::connect(&self.pool).await?;
+        let rows = model::payments_of_users(&mut conn, &uuids(keys, |k| k.0))
+            .await
+            .map_err(AppError::from)?;
+        Ok(group_by(rows, |row| PaymentsOfUser(row.user_id.0)))
+    }
+}
+
+impl Loader<PaymentKey> for BookingLoader {
+    type Value = PaymentRow;
+    type Error = Arc<AppError>;
+
+    #[tracing::instrument(name = "load_payments", skip_all, fields(keys = keys.len()))]
+    async fn load(&self, keys: &[PaymentKey]) -> LoadResult<PaymentKey, PaymentRow> {
+        let mut conn = db::connect(&self.pool).await?;
+        let rows = model::payments_by_ids(&mut conn, &uuids(keys, |k| k.0))
+            .await
+            .map_err(AppError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (PaymentKey(row.id.0), row))
+            .collect())
+    }
+}
+
+impl Loader<ReservationsOfPayment> for BookingLoader {
+    type Value = Vec<ReservationRow>;
+    type Error = Arc<AppError>;
+
+    #[tracing::instrument(name = "load_reservations_of_payments", skip_all, fields(keys = keys.len()))]
+    async fn load(
+        &self,
+        keys: &[ReservationsOfPayment],
+    ) -> LoadResult<ReservationsOfPayment, Vec<ReservationRow>> {
+        let mut conn = db::connect(&self.pool).await?;
+        let rows = model::reservations_of_payments(&mut conn, &uuids(keys, |k| k.0))
+            .await
+            .map_err(AppError::from)?;
+        Ok(group_by(
+            rows.into_iter()
+                .filter(|row| row.payment_id.is_some())
+                .collect(),
+            |row| ReservationsOfPayment(row.payment_id.map(|id| id.0).unwrap_or_default()),
+        ))
+    }
+}

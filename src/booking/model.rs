@@ -1,0 +1,304 @@
+//! Reservations and payments, and the booking writes to seats: rows and
+//! queries, run in the caller's transaction.
+
+use bigdecimal::BigDecimal;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+
+use crate::catalogue::model::{SeatRow, SeatStatus, holdable_at};
+use crate::db::DbUuid;
+use crate::db::schema::{concert_dates, payments, reservations, seats};
+use crate::text_enum;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow, async_graphql::Enum,
+)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
+#[graphql(name = "ReservationStatus")]
+pub enum ReservationStatus {
+    /// The seat is held for this user until heldUntil.
+    Held,
+    Paid,
+    /// The hold lapsed unpaid; the seat went back on sale.
+    Expired,
+}
+
+text_enum!(ReservationStatus {
+    Held = "HELD",
+    Paid = "PAID",
+    Expired = "EXPIRED",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = reservations, check_for_backend(diesel::mysql::Mysql))]
+pub struct ReservationRow {
+    pub id: DbUuid,
+    pub user_id: DbUuid,
+    pub seat_id: u64,
+    pub token_seq: u64,
+    pub status: ReservationStatus,
+    pub price: BigDecimal,
+    pub created_at: NaiveDateTime,
+    pub held_until: NaiveDateTime,
+    pub payment_id: Option<DbUuid>,
+}
+
+impl ReservationRow {
+    /// What the reservation is now: a HELD row past its lapse is EXPIRED.
+    pub fn status_at(&self, now: NaiveDateTime) -> ReservationStatus {
+        match self.status {
+            ReservationStatus::Held if self.held_until <= now => ReservationStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payments, check_for_backend(diesel::mysql::Mysql))]
+pub struct PaymentRow {
+    pub id: DbUuid,
+    pub user_id: DbUuid,
+    pub amount: BigDecimal,
+    pub paid_at: NaiveDateTime,
+}
+
+/// A seat as a hold sees it: the seat, its date's start, and how many live
+/// holds the holder already has.
+pub struct SeatForHold {
+    pub seat: SeatRow,
+    pub starts_at: NaiveDateTime,
+    pub holder_live_holds: i64,
+}
+
+/// Reads the seat `number` of a date, with its date's start and the user's
+/// live hold count, in one statement. A plain read: it takes no lock.
+pub async fn seat_for_hold(
+    conn: &mut AsyncMysqlConnection,
+    concert_date_id: u64,
+    number: i32,
+    holder: DbUuid,
+    now: NaiveDateTime,
+) -> QueryResult<Option<SeatForHold>> {
+    let live_holds = reservations::table
+        .filter(reservations::user_id.eq(holder))
+        .filter(reservations::status.eq(ReservationStatus::Held))
+        .filter(reservations::held_until.gt(now))
+        .count()
+        .single_value();
+    let found: Option<(SeatRow, NaiveDateTime, Option<i64>)> = seats::table
+        .inner_join(concert_dates::table)
+        .filter(seats::concert_date_id.eq(concert_date_id))
+        .filter(seats::number.eq(number))
+        .select((SeatRow::as_select(), concert_dates::starts_at, live_holds))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(seat, starts_at, holds)| SeatForHold {
+        seat,
+        starts_at,
+        holder_live_holds: holds.unwrap_or(0),
+    }))
+}
+
+pub async fn insert_reservation(
+    conn: &mut AsyncMysqlConnection,
+    reservation: &ReservationRow,
+) -> QueryResult<()> {
+    diesel::insert_into(reservations::table)
+        .values(reservation)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// The one conditional write that decides a race for a seat: it succeeds
+/// only while the seat is AVAILABLE or its hold has lapsed. Concurrent
+/// callers queue on the row lock for the winner's commit, then match nothing.
+pub async fn take_seat(
+    conn: &mut AsyncMysqlConnection,
+    seat_id: u64,
+    reservation: DbUuid,
+    held_until: NaiveDateTime,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let taken = diesel::update(seats::table.find(seat_id).filter(holdable_at(now)))
+        .set((
+            seats::status.eq(SeatStatus::Held),
+            seats::held_by_reservation_id.eq(Some(reservation)),
+            seats::held_until.eq(Some(held_until)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(taken == 1)
+}
+
+pub async fn find_reservation(
+    conn: &mut AsyncMysqlConnection,
+    id: DbUuid,
+) -> QueryResult<Option<ReservationRow>> {
+    reservations::table
+        .find(id)
+        .select(ReservationRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Locks the reservations being paid, in primary-key order.
+pub async fn lock_reservations(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<ReservationRow>> {
+    reservations::table
+        .filter(reservations::id.eq_any(ids))
+        .order(reservations::id)
+        .select(ReservationRow::as_select())
+        .for_update()
+        .load(conn)
+        .await
+}
+
+/// Marks the seats of these live holds SOLD. Returns how many it sold; fewer
+/// than asked means a hold lapsed and its seat was taken or swept meanwhile.
+pub async fn sell_seats(
+    conn: &mut AsyncMysqlConnection,
+    seat_ids: &[u64],
+    holds: &[DbUuid],
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        seats::table
+            .filter(seats::id.eq_any(seat_ids))
+            .filter(seats::status.eq(SeatStatus::Held))
+            .filter(seats::held_by_reservation_id.eq_any(holds))
+            .filter(seats::held_until.gt(now)),
+    )
+    .set((
+        seats::status.eq(SeatStatus::Sold),
+        seats::held_by_reservation_id.eq(None::<DbUuid>),
+        seats::held_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)
+    .await
+}
+
+pub async fn insert_payment(
+    conn: &mut AsyncMysqlConnection,
+    payment: &PaymentRow,
+) -> QueryResult<()> {
+    diesel::insert_into(payments::table)
+        .values(payment)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn mark_paid(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+    payment: DbUuid,
+) -> QueryResult<usize> {
+    diesel::update(reservations::table.filter(reservations::id.eq_any(ids)))
+        .set((
+            reservations::status.eq(ReservationStatus::Paid),
+            reservations::payment_id.eq(Some(payment)),
+        ))
+        .execute(conn)
+        .await
+}
+
+pub async fn find_payment(
+    conn: &mut AsyncMysqlConnection,
+    id: DbUuid,
+) -> QueryResult<Option<PaymentRow>> {
+    payments::table
+        .find(id)
+        .select(PaymentRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The sweep: rewrites lapsed HELD reservations as EXPIRED.
+pub async fn expire_lapsed_reservations(
+    conn: &mut AsyncMysqlConnection,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        reservations::table
+            .filter(reservations::status.eq(ReservationStatus::Held))
+            .filter(reservations::held_until.le(now)),
+    )
+    .set(reservations::status.eq(ReservationStatus::Expired))
+    .execute(conn)
+    .await
+}
+
+/// The sweep: puts seats under lapsed holds back on sale.
+pub async fn release_lapsed_seats(
+    conn: &mut AsyncMysqlConnection,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        seats::table
+            .filter(seats::status.eq(SeatStatus::Held))
+            .filter(seats::held_until.le(now)),
+    )
+    .set((
+        seats::status.eq(SeatStatus::Available),
+        seats::held_by_reservation_id.eq(None::<DbUuid>),
+        seats::held_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)
+    .await
+}
+
+/// Reservations of these users, newest first.
+pub async fn reservations_of_users(
+    conn: &mut AsyncMysqlConnection,
+    users: &[DbUuid],
+) -> QueryResult<Vec<ReservationRow>> {
+    reservations::table
+        .filter(reservations::user_id.eq_any(users))
+        .order((reservations::created_at.desc(), reservations::id.desc()))
+        .select(ReservationRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn reservations_of_payments(
+    conn: &mut AsyncMysqlConnection,
+    payment_ids: &[DbUuid],
+) -> QueryResult<Vec<ReservationRow>> {
+    reservations::table
+        .filter(reservations::payment_id.eq_any(payment_ids.iter().map(|id| Some(*id))))
+        .order(reservations::id)
+        .select(ReservationRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn payments_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<PaymentRow>> {
+    payments::table
+        .filter(payments::id.eq_any(ids))
+        .select(PaymentRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Payments of these users, newest first.
+pub async fn payments_of_users(
+    conn: &mut AsyncMysqlConnection,
+    users: &[DbUuid],
+) -> QueryResult<Vec<PaymentRow>> {
+    payments::table
+        .filter(payments::user_id.eq_any(users))
+        .order((payments::paid_at.desc(), payments::id.desc()))
+        .select(PaymentRow::as_select())
+        .load(conn)
+        .await
+}

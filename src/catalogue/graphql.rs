@@ -1,0 +1,168 @@
+//! `concerts`, `availableDates`, `availableSeats` and the catalogue types.
+//! Nested fields go through the request's dataloader.
+
+use async_graphql::{Context, ID, Object, Result};
+
+use super::loader::{ConcertDateKey, ConcertKey, DatesOfConcert, SeatCountsOfDate, SeatsOfDate};
+use super::model::{ConcertDateRow, ConcertRow, SeatRow, SeatStatus};
+use super::service;
+use crate::graphql::context::{AppContext, shared_error};
+use crate::graphql::guard::TokenGuard;
+use crate::graphql::scalars::Instant;
+use crate::money::Money;
+
+pub struct Concert(pub ConcertRow);
+pub struct ConcertDate(pub ConcertDateRow);
+pub struct Seat(pub SeatRow);
+
+#[Object]
+impl Concert {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn venue(&self) -> &str {
+        &self.0.venue
+    }
+
+    /// Every date of the concert, earliest first.
+    async fn dates(&self, ctx: &Context<'_>) -> Result<Vec<ConcertDate>> {
+        let dates = ctx
+            .scope()
+            .catalogue
+            .load_one(DatesOfConcert(self.0.id))
+            .await
+            .map_err(shared_error)?;
+        Ok(dates
+            .unwrap_or_default()
+            .into_iter()
+            .map(ConcertDate)
+            .collect())
+    }
+}
+
+#[Object]
+impl ConcertDate {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn concert(&self, ctx: &Context<'_>) -> Result<Concert> {
+        ctx.scope()
+            .catalogue
+            .load_one(ConcertKey(self.0.concert_id))
+            .await
+            .map_err(shared_error)?
+            .map(Concert)
+            .ok_or_else(|| missing("concert"))
+    }
+
+    async fn starts_at(&self) -> Instant {
+        self.0.starts_at.into()
+    }
+
+    async fn total_seats(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(self.seat_counts(ctx).await?.total)
+    }
+
+    /// Seats that can be held right now.
+    async fn available_seats(&self, ctx: &Context<'_>) -> Result<i64> {
+        let now = ctx.scope().now;
+        if self.0.starts_at <= now {
+            return Ok(0);
+        }
+        Ok(self.seat_counts(ctx).await?.holdable)
+    }
+
+    /// All seats of the date, by number.
+    async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
+        let seats = ctx
+            .scope()
+            .catalogue
+            .load_one(SeatsOfDate(self.0.id))
+            .await
+            .map_err(shared_error)?;
+        Ok(seats.unwrap_or_default().into_iter().map(Seat).collect())
+    }
+}
+
+impl ConcertDate {
+    async fn seat_counts(&self, ctx: &Context<'_>) -> Result<super::loader::SeatCounts> {
+        let counts = ctx
+            .scope()
+            .catalogue
+            .load_one(SeatCountsOfDate(self.0.id))
+            .await
+            .map_err(shared_error)?;
+        Ok(counts.unwrap_or_default())
+    }
+}
+
+#[Object]
+impl Seat {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// 1 to 50.
+    async fn number(&self) -> i32 {
+        self.0.number
+    }
+
+    async fn price(&self) -> Money {
+        self.0.price.clone().into()
+    }
+
+    async fn status(&self, ctx: &Context<'_>) -> SeatStatus {
+        self.0.status_at(ctx.scope().now)
+    }
+
+    async fn concert_date(&self, ctx: &Context<'_>) -> Result<ConcertDate> {
+        ctx.scope()
+            .catalogue
+            .load_one(ConcertDateKey(self.0.concert_date_id))
+            .await
+            .map_err(shared_error)?
+            .map(ConcertDate)
+            .ok_or_else(|| missing("concert date"))
+    }
+}
+
+/// A parent row whose child vanished: foreign keys make this impossible.
+fn missing(what: &str) -> async_graphql::Error {
+    crate::error::AppError::internal(format!("{what} referenced by a row is missing")).into()
+}
+
+#[derive(Default)]
+pub struct CatalogueQuery;
+
+#[Object]
+impl CatalogueQuery {
+    /// Concerts on sale. Needs an ACTIVE token.
+    #[graphql(guard = "TokenGuard::active()")]
+    async fn concerts(&self, ctx: &Context<'_>) -> Result<Vec<Concert>> {
+        let scope = ctx.scope();
+        let rows = service::concerts_on_sale(&ctx.app().pool, scope.now).await?;
+        Ok(rows.into_iter().map(Concert).collect())
+    }
+
+    /// Dates of a concert that start in the future and have at least one seat that can be held now, earliest first. Needs an ACTIVE token.
+    #[graphql(guard = "TokenGuard::active()")]
+    async fn available_dates(&self, ctx: &Context<'_>, concert_id: ID) -> Result<Vec<ConcertDate>> {
+        let concert_id = service::parse_id(&concert_id, "concertId")?;
+        let rows = service::available_dates(&ctx.app().pool, concert_id, ctx.scope().now).await?;
+        Ok(rows.into_iter().map(ConcertDate).collect())
+    }
+
+    /// Seats of a date that can be held now, by number. Needs an ACTIVE token.
+    #[graphql(guard = "TokenGuard::active()")]
+    async fn available_seats(&self, ctx: &Context<'_>, concert_date_id: ID) -> Result<Vec<Seat>> {
+        let date_id = service::parse_id(&concert_date_id, "concertDateId")?;
+        let rows = service::available_seats(&ctx.app().pool, date_id, ctx.scope().now).await?;
+        Ok(rows.into_iter().map(Seat).collect())
+    }
+}

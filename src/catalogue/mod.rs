@@ -1,0 +1,7 @@
+//! Concerts, dates and seats: what is on sale and what can be held now.
+
+pub mod graphql;
+pub mod loader;
+pub mod model;
+pub mod seed;
+pub mod service;

@@ -1,0 +1,233 @@
+//! Concerts, their dates and seats: rows and queries.
+
+use bigdecimal::BigDecimal;
+use chrono::NaiveDateTime;
+use diesel::dsl::{And, Eq, Le, Or, case_when, count, count_star, exists};
+use diesel::prelude::*;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+
+use crate::db::DbUuid;
+use crate::db::schema::{concert_dates, concerts, seats};
+use crate::text_enum;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow, async_graphql::Enum,
+)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
+#[graphql(name = "SeatStatus")]
+pub enum SeatStatus {
+    Available,
+    /// Held for someone until their hold lapses.
+    Held,
+    Sold,
+}
+
+text_enum!(SeatStatus {
+    Available = "AVAILABLE",
+    Held = "HELD",
+    Sold = "SOLD",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = concerts, check_for_backend(diesel::mysql::Mysql))]
+pub struct ConcertRow {
+    pub id: u64,
+    pub name: String,
+    pub venue: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = concert_dates, check_for_backend(diesel::mysql::Mysql))]
+pub struct ConcertDateRow {
+    pub id: u64,
+    pub concert_id: u64,
+    pub starts_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = seats, check_for_backend(diesel::mysql::Mysql))]
+pub struct SeatRow {
+    pub id: u64,
+    pub concert_date_id: u64,
+    pub number: i32,
+    pub price: BigDecimal,
+    pub status: SeatStatus,
+    pub held_by_reservation_id: Option<DbUuid>,
+    pub held_until: Option<NaiveDateTime>,
+}
+
+impl SeatRow {
+    /// What the seat is now: a hold whose lapse has passed is gone.
+    pub fn status_at(&self, now: NaiveDateTime) -> SeatStatus {
+        match (self.status, self.held_until) {
+            (SeatStatus::Held, Some(until)) if until <= now => SeatStatus::Available,
+            (status, _) => status,
+        }
+    }
+
+    /// The reservation holding the seat now, if a hold is live.
+    pub fn live_hold(&self, now: NaiveDateTime) -> Option<DbUuid> {
+        (self.status_at(now) == SeatStatus::Held)
+            .then_some(self.held_by_reservation_id)
+            .flatten()
+    }
+}
+
+type HoldableNow = Or<
+    Eq<seats::status, SeatStatus>,
+    And<Eq<seats::status, SeatStatus>, Le<seats::held_until, NaiveDateTime>>,
+>;
+
+/// Seats that can be held at `now`: AVAILABLE, or HELD under a lapsed hold.
+pub fn holdable_at(now: NaiveDateTime) -> HoldableNow {
+    seats::status.eq(SeatStatus::Available).or(seats::status
+        .eq(SeatStatus::Held)
+        .and(seats::held_until.le(now)))
+}
+
+/// Concerts with at least one date that has not begun, by id.
+pub async fn concerts_on_sale(
+    conn: &mut AsyncMysqlConnection,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<ConcertRow>> {
+    concerts::table
+        .filter(exists(
+            concert_dates::table
+                .filter(concert_dates::concert_id.eq(concerts::id))
+                .filter(concert_dates::starts_at.gt(now)),
+        ))
+        .order(concerts::id)
+        .select(ConcertRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn concert_exists(conn: &mut AsyncMysqlConnection, id: u64) -> QueryResult<bool> {
+    diesel::select(exists(concerts::table.find(id)))
+        .get_result(conn)
+        .await
+}
+
+pub async fn find_date(
+    conn: &mut AsyncMysqlConnection,
+    id: u64,
+) -> QueryResult<Option<ConcertDateRow>> {
+    concert_dates::table
+        .find(id)
+        .select(ConcertDateRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Dates of a concert that have not begun and have a seat to hold, earliest first.
+pub async fn available_dates(
+    conn: &mut AsyncMysqlConnection,
+    concert_id: u64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<ConcertDateRow>> {
+    concert_dates::table
+        .filter(concert_dates::concert_id.eq(concert_id))
+        .filter(concert_dates::starts_at.gt(now))
+        .filter(exists(
+            seats::table
+                .filter(seats::concert_date_id.eq(concert_dates::id))
+                .filter(holdable_at(now)),
+        ))
+        .order((concert_dates::starts_at, concert_dates::id))
+        .select(ConcertDateRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Seats of a date that can be held now, by number.
+pub async fn available_seats(
+    conn: &mut AsyncMysqlConnection,
+    concert_date_id: u64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<SeatRow>> {
+    seats::table
+        .filter(seats::concert_date_id.eq(concert_date_id))
+        .filter(holdable_at(now))
+        .order(seats::number)
+        .select(SeatRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn concerts_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[u64],
+) -> QueryResult<Vec<ConcertRow>> {
+    concerts::table
+        .filter(concerts::id.eq_any(ids))
+        .select(ConcertRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn dates_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[u64],
+) -> QueryResult<Vec<ConcertDateRow>> {
+    concert_dates::table
+        .filter(concert_dates::id.eq_any(ids))
+        .select(ConcertDateRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Every date of these concerts, earliest first.
+pub async fn dates_of_concerts(
+    conn: &mut AsyncMysqlConnection,
+    concert_ids: &[u64],
+) -> QueryResult<Vec<ConcertDateRow>> {
+    concert_dates::table
+        .filter(concert_dates::concert_id.eq_any(concert_ids))
+        .order((concert_dates::starts_at, concert_dates::id))
+        .select(ConcertDateRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn seats_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[u64],
+) -> QueryResult<Vec<SeatRow>> {
+    seats::table
+        .filter(seats::id.eq_any(ids))
+        .select(SeatRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Every seat of these dates, by number.
+pub async fn seats_of_dates(
+    conn: &mut AsyncMysqlConnection,
+    date_ids: &[u64],
+) -> QueryResult<Vec<SeatRow>> {
+    seats::table
+        .filter(seats::concert_date_id.eq_any(date_ids))
+        .order((seats::concert_date_id, seats::number))
+        .select(SeatRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// (date, seats in all, seats holdable now) for each of these dates.
+pub async fn seat_counts_of_dates(
+    conn: &mut AsyncMysqlConnection,
+    date_ids: &[u64],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(u64, i64, i64)>> {
+    seats::table
+        .filter(seats::concert_date_id.eq_any(date_ids))
+        .group_by(seats::concert_date_id)
+        .select((
+            seats::concert_date_id,
+            count_star(),
+            count(case_when(holdable_at(now), seats::id)),
+        ))
+        .load(conn)
+        .await
+}

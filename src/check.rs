@@ -1,0 +1,123 @@
+//! `ticket-reservation check`: reads the database and reports every broken
+//! invariant. The concurrency tests end by running it; operators can run it
+//! against production at any time (it only reads).
+
+use chrono::NaiveDateTime;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Datetime, Text, Unsigned};
+use diesel_async::RunQueryDsl;
+
+use crate::db::{self, DbPool};
+use crate::error::AppResult;
+
+/// One broken rule, with the rows that break it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)
+    }
+}
+
+#[derive(QueryableByName)]
+struct Finding {
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+/// Each rule is a query that returns one line per offending row.
+const RULES: &[(&str, &str)] = &[
+    (
+        "a SOLD seat has exactly one PAID reservation",
+        "SELECT CONCAT('seat ', s.id, ' is SOLD with ', COUNT(r.id), ' PAID reservations') AS detail \
+         FROM seats s LEFT JOIN reservations r ON r.seat_id = s.id AND r.status = 'PAID' \
+         WHERE s.status = 'SOLD' GROUP BY s.id HAVING COUNT(r.id) <> 1",
+    ),
+    (
+        "a PAID reservation's seat is SOLD",
+        "SELECT CONCAT('reservation ', HEX(r.id), ' is PAID but seat ', s.id, ' is ', s.status) AS detail \
+         FROM reservations r JOIN seats s ON s.id = r.seat_id \
+         WHERE r.status = 'PAID' AND s.status <> 'SOLD'",
+    ),
+    (
+        "a PAID reservation belongs to a payment of its user",
+        "SELECT CONCAT('reservation ', HEX(r.id), ' is PAID without a payment of its user') AS detail \
+         FROM reservations r LEFT JOIN payments p ON p.id = r.payment_id \
+         WHERE r.status = 'PAID' AND (p.id IS NULL OR p.user_id <> r.user_id)",
+    ),
+    (
+        "a payment's amount is the sum of its reservations",
+        "SELECT CONCAT('payment ', HEX(p.id), ' is ', p.amount, ' but its reservations sum to ', \
+                COALESCE(SUM(r.price), 0)) AS detail \
+         FROM payments p LEFT JOIN reservations r ON r.payment_id = p.id AND r.status = 'PAID' \
+         GROUP BY p.id, p.amount HAVING p.amount <> COALESCE(SUM(r.price), 0)",
+    ),
+    (
+        "a payment has one PAYMENT balance entry of minus its amount",
+        "SELECT CONCAT('payment ', HEX(p.id), ' of ', p.amount, ' has ', COUNT(e.id), \
+                ' PAYMENT entries summing to ', COALESCE(SUM(e.amount), 0)) AS detail \
+         FROM payments p LEFT JOIN balance_entries e ON e.payment_id = p.id \
+         GROUP BY p.id, p.amount HAVING COUNT(e.id) <> 1 OR COALESCE(SUM(e.amount), 0) <> -p.amount",
+    ),
+    (
+        "a balance equals the sum of its entries",
+        "SELECT CONCAT('user ', HEX(u.id), ' has balance ', u.balance, ' but entries sum to ', \
+                COALESCE(SUM(e.amount), 0)) AS detail \
+         FROM users u LEFT JOIN balance_entries e ON e.user_id = u.id \
+         GROUP BY u.id, u.balance HAVING u.balance <> COALESCE(SUM(e.amount), 0)",
+    ),
+    (
+        "the newest balance entry's balanceAfter equals the balance",
+        "SELECT CONCAT('user ', HEX(u.id), ' has balance ', u.balance, ' but the newest entry says ', \
+                e.balance_after) AS detail \
+         FROM users u JOIN balance_entries e ON e.id = \
+              (SELECT MAX(latest.id) FROM balance_entries latest WHERE latest.user_id = u.id) \
+         WHERE e.balance_after <> u.balance",
+    ),
+    (
+        "a balance is between 0 and 1,000,000,000.00",
+        "SELECT CONCAT('user ', HEX(id), ' has balance ', balance) AS detail \
+         FROM users WHERE balance < 0 OR balance > 1000000000.00",
+    ),
+    (
+        "a HELD seat is held by a reservation of that seat",
+        "SELECT CONCAT('seat ', s.id, ' is HELD by ', COALESCE(HEX(s.held_by_reservation_id), 'nobody'), \
+                ', which is not a hold of this seat') AS detail \
+         FROM seats s LEFT JOIN reservations r ON r.id = s.held_by_reservation_id \
+         WHERE s.status = 'HELD' AND (r.id IS NULL OR r.seat_id <> s.id OR r.status = 'PAID')",
+    ),
+];
+
+pub async fn find_violations(
+    pool: &DbPool,
+    max_active_tokens: u32,
+    now: NaiveDateTime,
+) -> AppResult<Vec<Violation>> {
+    let mut conn = db::connect(pool).await?;
+    let mut violations = Vec::new();
+    for (rule, sql) in RULES {
+        let findings: Vec<Finding> = diesel::sql_query(*sql).load(&mut conn).await?;
+        violations.extend(findings.into_iter().map(|finding| Violation {
+            rule,
+            detail: finding.detail,
+        }));
+    }
+    let over_limit: Vec<Finding> = diesel::sql_query(
+        "SELECT CONCAT(COUNT(*), ' tokens are ACTIVE, above MAX_ACTIVE_TOKENS=', ?) AS detail \
+         FROM queue_tokens WHERE status = 'ACTIVE' AND expires_at > ? HAVING COUNT(*) > ?",
+    )
+    .bind::<Unsigned<BigInt>, _>(u64::from(max_active_tokens))
+    .bind::<Datetime, _>(now)
+    .bind::<Unsigned<BigInt>, _>(u64::from(max_active_tokens))
+    .load(&mut conn)
+    .await?;
+    violations.extend(over_limit.into_iter().map(|finding| Violation {
+        rule: "no more tokens are ACTIVE than MAX_ACTIVE_TOKENS",
+        detail: finding.detail,
+    }));
+    Ok(violations)
+}

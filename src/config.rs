@@ -1,0 +1,232 @@
+//! The one typed configuration, read once at start from flags and the
+//! environment. Nothing else in the crate reads environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+
+/// Settings shared by every subcommand. Each flag falls back to the
+/// environment variable of the contract's settings table.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// MySQL 8 or MariaDB 10.6+ URL; the database is created when missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/ticket_reservation",
+        value_parser = parse_database_url,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Connections the server keeps open to the database.
+    #[arg(
+        long,
+        env = "DATABASE_POOL_SIZE",
+        value_name = "DATABASE_POOL_SIZE",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        global = true
+    )]
+    pub database_pool_size: u32,
+
+    /// Where to serve; port 0 picks a free one and the log says which.
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        value_name = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// How many queue tokens may be ACTIVE at once.
+    #[arg(
+        long,
+        env = "MAX_ACTIVE_TOKENS",
+        value_name = "MAX_ACTIVE_TOKENS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub max_active_tokens: u32,
+
+    /// An ACTIVE token lapses this many seconds after its admission.
+    #[arg(
+        long,
+        env = "ACTIVE_TOKEN_SECONDS",
+        value_name = "ACTIVE_TOKEN_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..=86_400),
+        global = true
+    )]
+    pub active_token_seconds: u32,
+
+    /// How long a held seat stays held unpaid, in seconds.
+    #[arg(
+        long,
+        env = "HOLD_SECONDS",
+        value_name = "HOLD_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u32).range(1..=86_400),
+        global = true
+    )]
+    pub hold_seconds: u32,
+
+    /// The longest a free slot waits before the next in line is admitted.
+    #[arg(
+        long,
+        env = "ADMIT_INTERVAL_MS",
+        value_name = "ADMIT_INTERVAL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(10..=600_000),
+        global = true
+    )]
+    pub admit_interval_ms: u32,
+
+    /// Live holds one user may have at once.
+    #[arg(
+        long,
+        env = "MAX_HOLDS_PER_USER",
+        value_name = "MAX_HOLDS_PER_USER",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=50),
+        global = true
+    )]
+    pub max_holds_per_user: u32,
+
+    /// Load the demo catalogue into an empty catalogue (`true` or `false`).
+    #[arg(
+        long,
+        env = "SEED_DEMO",
+        value_name = "SEED_DEMO",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_parser = parse_bool,
+        global = true
+    )]
+    pub seed_demo: bool,
+
+    /// The key that signs queue tokens (at least 32 characters). When unset,
+    /// one is generated on first start and kept in the database.
+    #[arg(
+        long,
+        env = "TOKEN_SECRET",
+        value_name = "TOKEN_SECRET",
+        value_parser = parse_token_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub token_secret: Option<TokenSecret>,
+
+    /// Which log lines to write, as a tracing filter (e.g. `info,tower_http=debug`).
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub log_filter: String,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Output format of the server's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A token signing key given by the operator. Its Debug never shows the key.
+#[derive(Clone)]
+pub struct TokenSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSecret(..)")
+    }
+}
+
+impl Config {
+    pub fn hold_duration(&self) -> Duration {
+        Duration::from_secs(u64::from(self.hold_seconds))
+    }
+
+    pub fn active_token_duration(&self) -> Duration {
+        Duration::from_secs(u64::from(self.active_token_seconds))
+    }
+
+    pub fn admit_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.admit_interval_ms))
+    }
+}
+
+const MIN_TOKEN_SECRET_LEN: usize = 32;
+
+fn parse_token_secret(value: &str) -> Result<TokenSecret, String> {
+    if value.len() < MIN_TOKEN_SECRET_LEN {
+        return Err(format!(
+            "TOKEN_SECRET must be at least {MIN_TOKEN_SECRET_LEN} characters long"
+        ));
+    }
+    Ok(TokenSecret(value.as_bytes().to_vec()))
+}
+
+/// Strict booleans: a typo such as `flase` must stop the server, not seed it.
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "mysql" {
+        return Err(format!(
+            "the scheme must be mysql://, got {}://",
+            url.scheme()
+        ));
+    }
+    crate::db::database_name(&url)?;
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_are_strict() {
+        assert_eq!(parse_bool("false"), Ok(false));
+        assert_eq!(parse_bool(" TRUE "), Ok(true));
+        assert!(parse_bool("flase").is_err());
+    }
+
+    #[test]
+    fn database_url_needs_mysql_scheme_and_a_safe_name() {
+        assert!(parse_database_url("mysql://root@127.0.0.1:3306/tickets").is_ok());
+        assert!(parse_database_url("postgres://root@127.0.0.1/tickets").is_err());
+        assert!(parse_database_url("mysql://root@127.0.0.1:3306/").is_err());
+        assert!(parse_database_url("mysql://root@127.0.0.1:3306/a`b").is_err());
+    }
+
+    #[test]
+    fn short_token_secrets_are_refused() {
+        assert!(parse_token_secret("short").is_err());
+        assert!(parse_token_secret(&"k".repeat(32)).is_ok());
+    }
+}

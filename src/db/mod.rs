@@ -1,0 +1,179 @@
+//! The connection pool, the embedded migrations and the Diesel schema.
+
+pub mod schema;
+mod statements;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::{Connection, ConnectionError, RunQueryDsl as _};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+pub use statements::StatementCounter;
+pub use types::DbUuid;
+
+use crate::error::{AppError, AppResult};
+
+pub type DbPool = Pool<AsyncMysqlConnection>;
+pub type DbConn = Object<AsyncMysqlConnection>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Session settings every pooled connection starts with. READ COMMITTED
+/// because every rule here is enforced by conditional writes and row locks,
+/// not by snapshots, and it keeps InnoDB from taking gap locks on hot paths.
+/// A short lock wait turns an unexpected lock convoy into an error, not a hang.
+const SESSION_SETUP: [&str; 2] = [
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    "SET SESSION innodb_lock_wait_timeout = 10",
+];
+
+/// How long a request waits for a free connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+pub fn build_pool(
+    database_url: &str,
+    size: u32,
+    statements: Arc<StatementCounter>,
+) -> AppResult<DbPool> {
+    let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+    // `Verified` would spend a `SELECT 1` round trip on every checkout.
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let statements = Arc::clone(&statements);
+        async move {
+            let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
+            for statement in SESSION_SETUP {
+                conn.batch_execute(statement)
+                    .await
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            }
+            conn.set_instrumentation(statements.instrumentation());
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
+    Pool::builder(manager)
+        .max_size(size as usize)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(AppError::internal)
+}
+
+pub async fn connect(pool: &DbPool) -> AppResult<DbConn> {
+    pool.get()
+        .await
+        .map_err(|e| AppError::internal(format!("no database connection: {e}")))
+}
+
+/// Answers whether the database takes a query now (for `/readyz`).
+pub async fn ping(pool: &DbPool) -> AppResult<()> {
+    let mut conn = connect(pool).await?;
+    diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn).await?;
+    Ok(())
+}
+
+/// The database name of a `mysql://` URL, checked to be a plain identifier
+/// so it can be quoted into `CREATE DATABASE`.
+pub fn database_name(url: &url::Url) -> Result<String, String> {
+    let name = url.path().trim_start_matches('/');
+    if name.is_empty() {
+        return Err(
+            "the URL must name a database, e.g. mysql://root@127.0.0.1:3306/tickets".into(),
+        );
+    }
+    if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "the database name {name:?} must be 1 to 64 letters, digits or underscores"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Creates the database named by `database_url` when it does not exist yet.
+pub async fn create_database_if_missing(database_url: &str) -> AppResult<()> {
+    let mut url = url::Url::parse(database_url).map_err(AppError::internal)?;
+    let name = database_name(&url).map_err(AppError::internal)?;
+    url.set_path("");
+    let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url.as_str())
+        .await
+        .map_err(|e| AppError::internal(format!("cannot connect to the database server: {e}")))?;
+    conn.batch_execute(&format!(
+        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Applies pending migrations and returns how many ran. Several processes
+/// starting at once on one database take turns through a named lock.
+pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || -> AppResult<usize> {
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
+                .map_err(|e| AppError::internal(format!("cannot connect to the database: {e}")))?;
+        diesel::sql_query("SELECT GET_LOCK('ticket_reservation.migrations', 60)")
+            .execute(&mut conn)?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.len())
+            .map_err(|e| AppError::internal(format!("migration failed: {e}")));
+        diesel::sql_query("SELECT RELEASE_LOCK('ticket_reservation.migrations')")
+            .execute(&mut conn)?;
+        applied
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// Creates the database if needed and brings its schema up to date.
+pub async fn prepare(database_url: &str) -> AppResult<usize> {
+    create_database_if_missing(database_url).await?;
+    run_migrations(database_url).await
+}
+
+/// How many times a transaction that lost a deadlock or a lock wait is run
+/// again before the error reaches the caller.
+pub const DEADLOCK_RETRIES: usize = 3;
+
+/// Runs `async |conn| body` as a transaction on `$conn`, and runs it again
+/// when the database rolled it back for a deadlock or a lock wait timeout:
+/// those leave nothing behind, so a rerun is safe. (A macro rather than a
+/// function taking a closure: rustc cannot yet prove such futures `Send`.)
+#[macro_export]
+macro_rules! transaction_with_retry {
+    ($conn:expr, |$c:ident| $body:expr) => {{
+        let mut attempt = 0usize;
+        loop {
+            let outcome =
+                diesel_async::AsyncConnection::transaction::<_, $crate::error::AppError, _>(
+                    &mut *$conn,
+                    async |$c| $body,
+                )
+                .await;
+            match outcome {
+                Err(error) if error.is_retryable() && attempt < $crate::db::DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(
+                        ?error,
+                        attempt,
+                        "transaction rolled back by the database; running it again"
+                    );
+                }
+                outcome => break outcome,
+            }
+        }
+    }};
+}

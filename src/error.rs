@@ -1,0 +1,187 @@
+//! The one error type. Each variant is one code of the contract's error
+//! table; anything unexpected becomes `Internal`, is logged with its detail
+//! and reaches the client as a fixed sentence.
+
+use async_graphql::ErrorExtensions;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// Deliberately not `Display`: async-graphql turns any `Display` error into
+/// a client error through a blanket `From`, which would skip the code and
+/// could leak an internal detail. The one way out is `From<AppError>` below.
+#[derive(Debug)]
+pub enum AppError {
+    Unauthenticated(&'static str),
+    NotAdmitted {
+        position: u64,
+    },
+    TokenExpired,
+    NotFound(String),
+    InvalidInput(String),
+    SeatUnavailable(&'static str),
+    HoldLimit {
+        limit: u32,
+    },
+    HoldExpired,
+    AlreadyPaid,
+    InsufficientBalance,
+    LimitExceeded(String),
+    /// A fault of ours; the detail goes to the log only.
+    Internal(String),
+    Database(DieselError),
+}
+
+impl From<DieselError> for AppError {
+    fn from(error: DieselError) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// The message every INTERNAL error carries to the client.
+pub const INTERNAL_MESSAGE: &str = "internal server error; it has been logged";
+
+impl AppError {
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput(message.into())
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::NotAdmitted { .. } => "NOT_ADMITTED",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::InvalidInput(_) => "INVALID_INPUT",
+            Self::SeatUnavailable(_) => "SEAT_UNAVAILABLE",
+            Self::HoldLimit { .. } => "HOLD_LIMIT",
+            Self::HoldExpired => "HOLD_EXPIRED",
+            Self::AlreadyPaid => "ALREADY_PAID",
+            Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            Self::Internal(_) | Self::Database(_) => "INTERNAL",
+        }
+    }
+
+    /// A lock wait timeout or deadlock: the transaction was rolled back by
+    /// the database and running it again is safe.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Database(DieselError::DatabaseError(kind, info)) => {
+                matches!(kind, DatabaseErrorKind::SerializationFailure)
+                    || info.message().contains("Deadlock found")
+                    || info.message().contains("Lock wait timeout")
+            }
+            _ => false,
+        }
+    }
+
+    /// The message a client may see; internal errors keep their detail to
+    /// the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unauthenticated(why) => (*why).to_owned(),
+            Self::NotAdmitted { position } => {
+                format!("your token is still waiting in line at position {position}")
+            }
+            Self::TokenExpired => {
+                "your token has expired; call issueToken for a new place in line".to_owned()
+            }
+            Self::NotFound(message)
+            | Self::InvalidInput(message)
+            | Self::LimitExceeded(message) => message.clone(),
+            Self::SeatUnavailable(why) => (*why).to_owned(),
+            Self::HoldLimit { limit } => {
+                format!("you already hold {limit} seats; pay for them or let a hold lapse first")
+            }
+            Self::HoldExpired => {
+                "the hold on a reservation has lapsed; hold the seat again if it is still free"
+                    .to_owned()
+            }
+            Self::AlreadyPaid => "a reservation is already paid".to_owned(),
+            Self::InsufficientBalance => {
+                "the balance is below the total; charge the balance and pay again".to_owned()
+            }
+            Self::Internal(_) | Self::Database(_) => INTERNAL_MESSAGE.to_owned(),
+        }
+    }
+
+    /// Everything known about the error, for the log.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Internal(detail) => format!("internal: {detail}"),
+            Self::Database(error) => format!("database: {error}"),
+            other => format!("{}: {}", other.code(), other.public_message()),
+        }
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(error: AppError) -> Self {
+        error.extend()
+    }
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        if matches!(self, Self::Internal(_) | Self::Database(_)) {
+            tracing::error!(error = %self.detail(), "request failed");
+        }
+        async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {
+            extensions.set("code", self.code());
+            match self {
+                Self::NotAdmitted { position } => extensions.set("position", *position),
+                Self::HoldLimit { limit } => extensions.set("limit", *limit),
+                _ => {}
+            }
+        })
+    }
+}
+
+/// Unique-key violations are the database telling us a rule held; the
+/// callers that expect one match on this before converting.
+pub fn is_unique_violation(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_detail() {
+        let error = AppError::internal("SELECT * FROM users failed at /src/db.rs:10");
+        let gql = error.extend();
+        assert_eq!(gql.message, INTERNAL_MESSAGE);
+        let code = gql
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code").cloned());
+        assert_eq!(code, Some(async_graphql::Value::from("INTERNAL")));
+    }
+
+    #[test]
+    fn not_admitted_carries_the_position() {
+        let gql = AppError::NotAdmitted { position: 7 }.extend();
+        let extensions = gql.extensions.expect("extensions are set");
+        assert_eq!(
+            extensions.get("position"),
+            Some(&async_graphql::Value::from(7u64))
+        );
+        assert_eq!(
+            extensions.get("code"),
+            Some(&async_graphql::Value::from("NOT_ADMITTED"))
+        );
+    }
+}

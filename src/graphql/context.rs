@@ -1,0 +1,107 @@
+//! What a resolver can take from its context: the application state, the
+//! bearer token of the request or websocket connection, and the per-request
+//! scope (its instant and its dataloaders).
+
+use std::sync::Arc;
+
+use async_graphql::Context;
+use async_graphql::dataloader::DataLoader;
+use chrono::NaiveDateTime;
+
+use crate::AppState;
+use crate::booking::loader::BookingLoader;
+use crate::catalogue::loader::CatalogueLoader;
+use crate::error::{AppError, AppResult};
+use crate::queue::token::TokenClaims;
+use crate::wallet::loader::WalletLoader;
+
+/// The `Authorization: Bearer` token of an HTTP request, or of a websocket
+/// connection's `connection_init` payload.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(pub Option<String>);
+
+impl Bearer {
+    /// Reads `Bearer <token>` (the scheme is case-insensitive).
+    pub fn from_header(value: Option<&str>) -> Self {
+        let token = value.and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+        Self(token.filter(|token| !token.is_empty()))
+    }
+}
+
+/// Built once per GraphQL request, whatever the transport.
+pub struct RequestScope {
+    /// The request's instant: every lapse in one response is judged by it.
+    pub now: NaiveDateTime,
+    pub catalogue: DataLoader<CatalogueLoader>,
+    pub booking: DataLoader<BookingLoader>,
+    pub wallet: DataLoader<WalletLoader>,
+}
+
+impl RequestScope {
+    pub fn new(state: &AppState, now: NaiveDateTime) -> Self {
+        Self {
+            now,
+            catalogue: DataLoader::new(CatalogueLoader::new(state.pool.clone(), now), tokio::spawn),
+            booking: DataLoader::new(BookingLoader::new(state.pool.clone(), now), tokio::spawn),
+            wallet: DataLoader::new(WalletLoader::new(state.pool.clone()), tokio::spawn),
+        }
+    }
+}
+
+pub trait AppContext {
+    fn app(&self) -> &AppState;
+    fn scope(&self) -> &RequestScope;
+}
+
+impl AppContext for Context<'_> {
+    fn app(&self) -> &AppState {
+        self.data_unchecked::<AppState>()
+    }
+
+    fn scope(&self) -> &RequestScope {
+        self.data_unchecked::<RequestScope>()
+    }
+}
+
+/// The claims of the request's bearer token, checked by its MAC only. The
+/// token guard has already read its state where an operation needs one.
+pub fn bearer_claims(ctx: &Context<'_>) -> AppResult<TokenClaims> {
+    let bearer = ctx
+        .data_opt::<Bearer>()
+        .and_then(|bearer| bearer.0.as_deref())
+        .ok_or(AppError::Unauthenticated(
+            "this operation needs a queue token: send 'Authorization: Bearer <token>' from issueToken",
+        ))?;
+    ctx.app().queue.verify(bearer)
+}
+
+/// The token a websocket connection carried in its `connection_init` payload.
+pub fn connection_bearer(ctx: &Context<'_>) -> AppResult<String> {
+    ctx.data_opt::<Bearer>()
+        .and_then(|bearer| bearer.0.clone())
+        .ok_or(AppError::Unauthenticated(
+            "pass the token as the argument or as Authorization in the connection_init payload",
+        ))
+}
+
+/// Dataloader errors are shared between the fields of one batch.
+pub fn shared_error(error: Arc<AppError>) -> async_graphql::Error {
+    async_graphql::ErrorExtensions::extend(error.as_ref())
+}
+
+/// Groups a loader's rows under their parent key, keeping the query's order.
+pub fn group_by<K: std::hash::Hash + Eq, V>(
+    rows: Vec<V>,
+    key: impl Fn(&V) -> K,
+) -> std::collections::HashMap<K, Vec<V>> {
+    let mut grouped: std::collections::HashMap<K, Vec<V>> = std::collections::HashMap::new();
+    for row in rows {
+        grouped.entry(key(&row)).or_default().push(row);
+    }
+    grouped
+}

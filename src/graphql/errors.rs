@@ -1,0 +1,132 @@
+//! Gives every error a contract code. Resolver errors carry theirs from
+//! `AppError`; what async-graphql itself reports (syntax, validation,
+//! argument coercion, limits) arrives without one and is classified here.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextSubscribe, NextValidation,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::context::RequestScope;
+use crate::AppState;
+use crate::clock;
+
+/// The longest query text accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+const LIMIT_MESSAGES: [&str; 4] = [
+    "Query is too complex.",
+    "Query is nested too deep.",
+    "The recursion depth of the query cannot be greater than",
+    "The number of directives on the field",
+];
+
+pub struct RequestSetup;
+
+impl ExtensionFactory for RequestSetup {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequestSetup)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for RequestSetup {
+    /// Every request, over HTTP or a websocket, gets its own instant and
+    /// dataloaders; oversized queries stop here.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if request.query.len() > MAX_QUERY_BYTES {
+            return Err(coded(
+                ServerError::new(
+                    format!("the query is larger than {MAX_QUERY_BYTES} bytes"),
+                    None,
+                ),
+                "LIMIT_EXCEEDED",
+            ));
+        }
+        let state = ctx
+            .data::<AppState>()
+            .map_err(|e| e.into_server_error(Default::default()))?;
+        let request = request.data(RequestScope::new(state, clock::now()));
+        next.run(ctx, request).await.map_err(classify)
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables).await.map_err(classify)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx)
+            .await
+            .map_err(|errors| errors.into_iter().map(classify).collect())
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        classify_response(next.run(ctx, operation_name).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(classify_response).boxed()
+    }
+}
+
+fn classify_response(mut response: Response) -> Response {
+    response.errors = response.errors.into_iter().map(classify).collect();
+    response
+}
+
+/// Errors without a code are the client's: a limit, or a malformed query or
+/// argument. Anything of ours already has its code.
+fn classify(error: ServerError) -> ServerError {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.get("code").is_some());
+    if has_code {
+        return error;
+    }
+    let code = if LIMIT_MESSAGES.iter().any(|m| error.message.starts_with(m)) {
+        "LIMIT_EXCEEDED"
+    } else {
+        "INVALID_INPUT"
+    };
+    coded(error, code)
+}
+
+fn coded(mut error: ServerError, code: &str) -> ServerError {
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    error
+}

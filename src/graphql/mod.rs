@@ -1,0 +1,63 @@
+//! The one GraphQL schema: roots merged from the domains' parts, the
+//! limits, and the extension that gives every error its contract code.
+
+pub mod context;
+mod errors;
+pub mod guard;
+pub mod scalars;
+
+use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema};
+
+use crate::AppState;
+use crate::booking::graphql::BookingMutation;
+use crate::catalogue::graphql::CatalogueQuery;
+use crate::queue::graphql::{QueueMutation, QueueQuery};
+use crate::queue::subscription::QueueSubscription;
+use crate::wallet::graphql::{WalletMutation, WalletQuery};
+
+pub use errors::MAX_QUERY_BYTES;
+
+#[derive(MergedObject, Default)]
+pub struct Query(WalletQuery, QueueQuery, CatalogueQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(WalletMutation, QueueMutation, BookingMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(QueueSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// Deep enough for user -> reservations -> seat -> concertDate -> concert -> dates -> seats.
+const MAX_DEPTH: usize = 12;
+/// Fields in one query, counted once each (lists are not multiplied).
+const MAX_COMPLEXITY: usize = 500;
+const MAX_RECURSIVE_DEPTH: usize = 32;
+const MAX_DIRECTIVES: usize = 8;
+
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
+    .limit_directives(MAX_DIRECTIVES)
+    .extension(errors::RequestSetup)
+}
+
+pub fn build_schema(state: AppState) -> AppSchema {
+    builder().data(state).finish()
+}
+
+/// The SDL that `schema.graphql` holds, sorted so that it diffs well.
+pub fn sdl() -> String {
+    builder().finish().sdl_with_options(
+        SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}

@@ -1,0 +1,194 @@
+//! The HTTP surface: GraphQL over HTTP and websockets, GraphiQL, health
+//! checks, and the layers every request passes through.
+
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::OperationType;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::graphql::context::Bearer;
+use crate::graphql::{self, AppSchema};
+
+/// The largest request body accepted; a GraphQL request is a few KiB.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Requests taking longer than this are answered 408 and dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Websocket buffers: messages here are small, and a subscriber should cost
+/// a few KiB, not the 128 KiB tungstenite reserves by default.
+const WS_READ_BUFFER: usize = 4 * 1024;
+const WS_WRITE_BUFFER: usize = 4 * 1024;
+const WS_MAX_MESSAGE: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct HttpState {
+    app: AppState,
+    schema: AppSchema,
+}
+
+pub fn router(app: AppState) -> Router {
+    let schema = graphql::build_schema(app.clone());
+    let state = HttpState { app, schema };
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/", get(graphiql))
+        .route("/graphiql/{file}", get(graphiql_asset))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+}
+
+fn bearer_of(headers: &HeaderMap) -> Bearer {
+    Bearer::from_header(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok()),
+    )
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let request = request.into_inner().data(bearer_of(&headers));
+    state.schema.execute(request).await.into()
+}
+
+/// `GET /graphql?query=...` runs queries only: a GET must never change
+/// anything, or a link could buy tickets.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    let request = request.into_inner();
+    if changes_state(&request) {
+        let body = json!({"errors": [{
+            "message": "mutations and subscriptions need POST /graphql or the websocket",
+            "extensions": {"code": "INVALID_INPUT"}
+        }]});
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
+    }
+    let request = request.data(bearer_of(&headers));
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+fn changes_state(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false; // the schema answers the syntax error itself
+    };
+    document
+        .operations
+        .iter()
+        .any(|(_, operation)| operation.node.ty != OperationType::Query)
+}
+
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_message_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, state.schema, protocol)
+                .on_connection_init(connection_init)
+                .serve()
+        })
+}
+
+/// Takes the token from `{"Authorization": "Bearer <token>"}`, or from
+/// `{"headers": {"Authorization": ...}}` as some clients send it.
+async fn connection_init(payload: serde_json::Value) -> async_graphql::Result<Data> {
+    let header = ["Authorization", "authorization"].iter().find_map(|name| {
+        payload
+            .get(name)
+            .or_else(|| payload.get("headers").and_then(|headers| headers.get(name)))
+            .and_then(|value| value.as_str())
+    });
+    let mut data = Data::default();
+    data.insert(Bearer::from_header(header));
+    Ok(data)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// 200 while the database answers a query, 503 otherwise.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&state.app.pool)).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error.detail(), "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database did not answer in time",
+        )
+            .into_response(),
+    }
+}
+
+async fn graphiql() -> Html<&'static str> {
+    Html(graphiql_assets::INDEX)
+}
+
+async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match graphiql_assets::file(&file) {
+        Some((content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    let body = json!({"errors": [{
+        "message": crate::error::INTERNAL_MESSAGE,
+        "extensions": {"code": "INTERNAL"}
+    }]});
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}
+
+/// GraphiQL and its scripts, vendored from npm so that the page works on a
+/// machine without internet access (see assets/graphiql/LICENSES.md).
+mod graphiql_assets {
+    pub const INDEX: &str = "<!doctype html><title>GraphiQL</title>";
+
+    pub fn file(name: &str) -> Option<(&'static str, &'static [u8])> {
+        let _ = name;
+        None
+    }
+}

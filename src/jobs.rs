@@ -1,0 +1,63 @@
+//! Background loops. Each is safe to run in many processes on one database:
+//! admission takes the line's counters row lock, and the sweep's writes are
+//! conditional and idempotent.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::{booking, clock, queue};
+
+/// How often lapsed holds are swept. Reads already treat a lapsed hold as
+/// gone; the sweep only tidies the rows and frees the holders' slots.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn spawn(state: &AppState, stop: CancellationToken) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(admission_loop(state.clone(), stop.clone())),
+        tokio::spawn(sweep_loop(state.clone(), stop)),
+    ]
+}
+
+/// Admits the earliest WAITING tokens into free slots and publishes the
+/// line's counters to this process's subscribers. Ticks at half the admit
+/// interval so a slot never waits longer than the interval; a payment wakes
+/// it at once.
+async fn admission_loop(state: AppState, stop: CancellationToken) {
+    let period = (state.queue.settings.admit_interval / 2).max(Duration::from_millis(5));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+            _ = state.queue.admission_wakeup.notified() => {}
+        }
+        match queue::service::admit_waiting(&state.pool, state.queue.settings, clock::now()).await {
+            Ok(counters) => state.queue.publish(counters),
+            Err(error) => tracing::error!(error = %error.detail(), "admission turn failed"),
+        }
+    }
+}
+
+async fn sweep_loop(state: AppState, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match booking::service::sweep_lapsed_holds(&state.pool, clock::now()).await {
+            Ok((expired, released)) if expired + released > 0 => {
+                tracing::info!(expired, released, "lapsed holds swept");
+                // The holders' tokens lapsed with their holds: admit others.
+                state.queue.admission_wakeup.notify_one();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(error = %error.detail(), "hold sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `ticket-reservation`: a concert ticketing GraphQL server with a fair
+//! waiting line, seat holds that lapse, and exactly-once payment.
+
+pub mod batch;
+pub mod booking;
+pub mod catalogue;
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod jobs;
+pub mod money;
+pub mod queue;
+pub mod secrets;
+pub mod server;
+pub mod wallet;
+
+use std::sync::Arc;
+
+use booking::service::BookingSettings;
+use config::Config;
+use db::{DbPool, StatementCounter};
+use error::AppResult;
+use queue::runtime::QueueRuntime;
+use queue::service::QueueSettings;
+
+/// Everything a request or a background job needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub statements: Arc<StatementCounter>,
+    pub queue: Arc<QueueRuntime>,
+    pub booking: BookingSettings,
+}
+
+impl AppState {
+    /// Prepares the database (create, migrate), opens the pool and starts
+    /// the queue's batchers. Background jobs are started separately.
+    pub async fn start(config: Config) -> AppResult<Self> {
+        let applied = db::prepare(&config.database_url).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+        let statements = Arc::new(StatementCounter::default());
+        let pool = db::build_pool(
+            &config.database_url,
+            config.database_pool_size,
+            Arc::clone(&statements),
+        )?;
+        let secret = secrets::token_secret(&pool, config.token_secret.as_ref()).await?;
+        let queue = Arc::new(QueueRuntime::start(
+            pool.clone(),
+            queue_settings(&config),
+            &secret,
+        ));
+        let booking = BookingSettings {
+            hold: duration(config.hold_duration()),
+            max_holds_per_user: config.max_holds_per_user,
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            pool,
+            statements,
+            queue,
+            booking,
+        })
+    }
+}
+
+fn queue_settings(config: &Config) -> QueueSettings {
+    QueueSettings {
+        max_active: u64::from(config.max_active_tokens),
+        active_ttl: duration(config.active_token_duration()),
+        admit_interval: config.admit_interval(),
+    }
+}
+
+fn duration(span: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,112 @@
+//! The `ticket-reservation` binary: parse the command line, set up logging,
+//! run one subcommand.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ticket_reservation::config::{Config, LogFormat};
+use ticket_reservation::error::AppResult;
+use ticket_reservation::{AppState, check, clock, db, graphql, server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ticket-reservation", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create and migrate the database if needed, then serve (the default).
+    Serve,
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Write the GraphQL schema (SDL) to standard output.
+    PrintSchema,
+    /// Report every broken invariant in the database; exit 1 if any.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::PrintSchema = command {
+        return write_stdout(&graphql::sdl());
+    }
+    init_tracing(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(command, cli.config));
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error = %error.detail(), "ticket-reservation failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> AppResult<ExitCode> {
+    match command {
+        Command::Serve => server::serve(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => {
+            let applied = db::prepare(&config.database_url).await?;
+            tracing::info!(applied, "database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let max_active = config.max_active_tokens;
+            let state = AppState::start(config).await?;
+            let violations = check::find_violations(&state.pool, max_active, clock::now()).await?;
+            let report: String = if violations.is_empty() {
+                "ok: no invariant is broken\n".to_owned()
+            } else {
+                violations
+                    .iter()
+                    .map(|v| format!("violation: {v}\n"))
+                    .collect()
+            };
+            write_stdout(&report);
+            Ok(if violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::PrintSchema => Ok(write_stdout(&graphql::sdl())),
+    }
+}
+
+fn write_stdout(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,8 @@
+//! The waiting line: tokens, fair admission, live position.
+
+pub mod graphql;
+pub mod model;
+pub mod runtime;
+pub mod service;
+pub mod subscription;
+pub mod token;

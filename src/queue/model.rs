@@ -1,0 +1,249 @@
+//! Rows and queries of the waiting line. Every function runs on the
+//! connection it is given, inside whatever transaction the caller opened.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Datetime, Unsigned};
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+
+use crate::db::DbUuid;
+use crate::db::schema::{queue_state, queue_tokens};
+use crate::text_enum;
+
+/// The stored status of a token. An ACTIVE row whose `expires_at` has passed
+/// reads as EXPIRED everywhere, whether or not a sweep has rewritten it yet.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow, async_graphql::Enum,
+)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
+#[graphql(name = "TokenStatus")]
+pub enum TokenStatus {
+    /// In line; position and estimatedWaitSeconds are set.
+    Waiting,
+    /// Admitted: may browse, hold and pay until expiresAt.
+    Active,
+    /// Used up (payment), lapsed (TTL or an unpaid hold) - never valid again.
+    Expired,
+}
+
+text_enum!(TokenStatus {
+    Waiting = "WAITING",
+    Active = "ACTIVE",
+    Expired = "EXPIRED",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = queue_tokens, check_for_backend(diesel::mysql::Mysql))]
+pub struct TokenRow {
+    pub seq: u64,
+    pub user_id: DbUuid,
+    pub nonce: Vec<u8>,
+    pub status: TokenStatus,
+    pub issued_at: NaiveDateTime,
+    pub admitted_at: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = queue_state, check_for_backend(diesel::mysql::Mysql))]
+pub struct QueueCounters {
+    pub last_issued_seq: u64,
+    pub admitted_through_seq: u64,
+}
+
+impl QueueCounters {
+    pub fn waiting(&self) -> u64 {
+        self.last_issued_seq - self.admitted_through_seq
+    }
+}
+
+const STATE_ROW: u8 = 1;
+
+/// Locks the line's counters: issuing and admitting take turns on this row,
+/// in this process and in every other one on the same database.
+pub async fn lock_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<QueueCounters> {
+    queue_state::table
+        .find(STATE_ROW)
+        .select(QueueCounters::as_select())
+        .for_update()
+        .first(conn)
+        .await
+}
+
+pub async fn read_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<QueueCounters> {
+    queue_state::table
+        .find(STATE_ROW)
+        .select(QueueCounters::as_select())
+        .first(conn)
+        .await
+}
+
+pub async fn save_counters(
+    conn: &mut AsyncMysqlConnection,
+    counters: QueueCounters,
+) -> QueryResult<()> {
+    diesel::update(queue_state::table.find(STATE_ROW))
+        .set((
+            queue_state::last_issued_seq.eq(counters.last_issued_seq),
+            queue_state::admitted_through_seq.eq(counters.admitted_through_seq),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Tokens by sequence number, each with the admission cursor read in the
+/// same statement, so status and position agree with each other.
+pub async fn tokens_with_cursor(
+    conn: &mut AsyncMysqlConnection,
+    seqs: &[u64],
+) -> QueryResult<Vec<(TokenRow, u64)>> {
+    queue_tokens::table
+        .inner_join(queue_state::table.on(queue_state::id.eq(STATE_ROW)))
+        .filter(queue_tokens::seq.eq_any(seqs))
+        .select((TokenRow::as_select(), queue_state::admitted_through_seq))
+        .load(conn)
+        .await
+}
+
+/// The live (WAITING or ACTIVE) token of each of these users that has one.
+pub async fn live_tokens_of(
+    conn: &mut AsyncMysqlConnection,
+    users: &[DbUuid],
+) -> QueryResult<Vec<TokenRow>> {
+    queue_tokens::table
+        .filter(queue_tokens::live_user_id.eq_any(users))
+        .select(TokenRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Rewrites these users' lapsed ACTIVE tokens as EXPIRED, freeing the
+/// one-live-token-per-user key for a new place in line.
+pub async fn expire_lapsed_tokens_of(
+    conn: &mut AsyncMysqlConnection,
+    users: &[DbUuid],
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        queue_tokens::table
+            .filter(queue_tokens::live_user_id.eq_any(users))
+            .filter(queue_tokens::status.eq(TokenStatus::Active))
+            .filter(queue_tokens::expires_at.le(now)),
+    )
+    .set(queue_tokens::status.eq(TokenStatus::Expired))
+    .execute(conn)
+    .await
+}
+
+/// Rewrites every lapsed ACTIVE token as EXPIRED; its `expires_at` already
+/// says when it ended.
+pub async fn expire_lapsed_tokens(
+    conn: &mut AsyncMysqlConnection,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        queue_tokens::table
+            .filter(queue_tokens::status.eq(TokenStatus::Active))
+            .filter(queue_tokens::expires_at.le(now)),
+    )
+    .set(queue_tokens::status.eq(TokenStatus::Expired))
+    .execute(conn)
+    .await
+}
+
+/// Tokens that are ACTIVE now (a range read of at most the active set).
+pub async fn count_active(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -> QueryResult<u64> {
+    let active: i64 = queue_tokens::table
+        .filter(queue_tokens::status.eq(TokenStatus::Active))
+        .filter(queue_tokens::expires_at.gt(now))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(u64::try_from(active).unwrap_or(0))
+}
+
+pub async fn insert_tokens(conn: &mut AsyncMysqlConnection, rows: &[TokenRow]) -> QueryResult<()> {
+    diesel::insert_into(queue_tokens::table)
+        .values(rows)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Admits the WAITING tokens with `after < seq <= through`. Each lapses at
+/// `active_until`, or earlier if its user still has an unpaid hold from an
+/// earlier token: the contract ends a user's ACTIVE token when any hold of
+/// theirs lapses unpaid, so the earliest such lapse caps it from the start.
+pub async fn admit_range(
+    conn: &mut AsyncMysqlConnection,
+    after: u64,
+    through: u64,
+    now: NaiveDateTime,
+    active_until: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE queue_tokens t \
+         SET t.status = 'ACTIVE', t.admitted_at = ?, t.expires_at = LEAST(?, COALESCE( \
+             (SELECT MIN(r.held_until) FROM reservations r \
+              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?), ?)) \
+         WHERE t.seq > ? AND t.seq <= ? AND t.status = 'WAITING'",
+    )
+    .bind::<Datetime, _>(now)
+    .bind::<Datetime, _>(active_until)
+    .bind::<Datetime, _>(now)
+    .bind::<Datetime, _>(active_until)
+    .bind::<Unsigned<BigInt>, _>(after)
+    .bind::<Unsigned<BigInt>, _>(through)
+    .execute(conn)
+    .await
+}
+
+/// Ends an ACTIVE, unlapsed token now (a successful payment). Returns false
+/// when the token was not ACTIVE any more.
+pub async fn expire_active_token(
+    conn: &mut AsyncMysqlConnection,
+    seq: u64,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let ended = diesel::update(
+        queue_tokens::table
+            .find(seq)
+            .filter(queue_tokens::status.eq(TokenStatus::Active))
+            .filter(queue_tokens::expires_at.gt(now)),
+    )
+    .set((
+        queue_tokens::status.eq(TokenStatus::Expired),
+        queue_tokens::expires_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(ended == 1)
+}
+
+/// Shortens an ACTIVE, unlapsed token to end no later than `lapse` (a new
+/// hold's lapse). Also locks the token row, which serialises one user's
+/// holds. Returns false when the token was not ACTIVE any more.
+pub async fn cap_active_token(
+    conn: &mut AsyncMysqlConnection,
+    seq: u64,
+    now: NaiveDateTime,
+    lapse: NaiveDateTime,
+) -> QueryResult<bool> {
+    let capped = diesel::update(
+        queue_tokens::table
+            .find(seq)
+            .filter(queue_tokens::status.eq(TokenStatus::Active))
+            .filter(queue_tokens::expires_at.gt(now)),
+    )
+    .set(
+        queue_tokens::expires_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<Datetime>>(
+            "LEAST(expires_at, ",
+        )
+        .bind::<Datetime, _>(lapse)
+        .sql(")")),
+    )
+    .execute(conn)
+    .await?;
+    Ok(capped == 1)
+}

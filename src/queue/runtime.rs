@@ -1,0 +1,288 @@
+//! The line's per-process machinery: token signing, batched reads and
+//! issues, the admission snapshot every subscriber follows, and the
+//! admission rate that estimates waits.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use super::model::{QueueCounters, TokenRow};
+use super::service::{self, QueueSettings, TokenState};
+use super::token::{TokenClaims, TokenSigner};
+use crate::batch::Batcher;
+use crate::clock;
+use crate::db::DbPool;
+use crate::error::{AppError, AppResult};
+
+/// Largest number of requests one batched statement serves.
+const MAX_BATCH: usize = 512;
+/// How far back admissions count towards the observed rate.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// A token as the server sees it now: its row, its state and its bearer text.
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    pub token: String,
+    pub row: TokenRow,
+    pub state: TokenState,
+    pub estimated_wait_seconds: Option<u64>,
+}
+
+/// The line as this process last read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    pub counters: QueueCounters,
+}
+
+type LookupAnswer = Result<Option<(TokenRow, u64)>, String>;
+type IssueAnswer = Result<(TokenRow, u64), IssueFailure>;
+
+#[derive(Debug, Clone)]
+enum IssueFailure {
+    UnknownUser(String),
+    Failed(String),
+}
+
+pub struct QueueRuntime {
+    pub settings: QueueSettings,
+    signer: TokenSigner,
+    lookups: Batcher<u64, LookupAnswer>,
+    issues: Batcher<Uuid, IssueAnswer>,
+    snapshot: watch::Sender<QueueSnapshot>,
+    admissions: Mutex<AdmissionRate>,
+    /// Wakes the admission loop early, e.g. when a payment frees a slot.
+    pub admission_wakeup: Notify,
+}
+
+impl QueueRuntime {
+    pub fn start(pool: DbPool, settings: QueueSettings, secret: &[u8]) -> Self {
+        let lookup_pool = pool.clone();
+        let lookups = Batcher::spawn(MAX_BATCH, move |seqs: Vec<u64>| {
+            let pool = lookup_pool.clone();
+            async move {
+                match service::lookup_batch(&pool, &seqs).await {
+                    Ok(mut found) => seqs.iter().map(|seq| Ok(found.remove(seq))).collect(),
+                    Err(error) => {
+                        tracing::error!(error = %error.detail(), "token lookup batch failed");
+                        vec![Err(error.detail()); seqs.len()]
+                    }
+                }
+            }
+        });
+        let issues = Batcher::spawn(MAX_BATCH, move |users: Vec<Uuid>| {
+            let pool = pool.clone();
+            async move {
+                match service::issue_batch(&pool, settings, &users, clock::now()).await {
+                    Ok(answers) => answers
+                        .into_iter()
+                        .map(|answer| {
+                            answer.map_err(|e| IssueFailure::UnknownUser(e.public_message()))
+                        })
+                        .collect(),
+                    Err(error) => {
+                        tracing::error!(error = %error.detail(), "token issue batch failed");
+                        vec![Err(IssueFailure::Failed(error.detail())); users.len()]
+                    }
+                }
+            }
+        });
+        let (snapshot, _) = watch::channel(QueueSnapshot {
+            counters: QueueCounters {
+                last_issued_seq: 0,
+                admitted_through_seq: 0,
+            },
+        });
+        Self {
+            settings,
+            signer: TokenSigner::new(secret),
+            lookups,
+            issues,
+            snapshot,
+            admissions: Mutex::new(AdmissionRate::default()),
+            admission_wakeup: Notify::new(),
+        }
+    }
+
+    /// The claims of a token this server signed; anything else is
+    /// UNAUTHENTICATED. Costs one HMAC and no I/O.
+    pub fn verify(&self, bearer: &str) -> AppResult<TokenClaims> {
+        self.signer
+            .verify(bearer.trim())
+            .ok_or(AppError::Unauthenticated(
+                "the token is not one this server issued",
+            ))
+    }
+
+    /// The token's current state, read fresh (batched with concurrent reads).
+    pub async fn view(&self, claims: &TokenClaims) -> AppResult<TokenView> {
+        let (row, cursor) = self
+            .lookups
+            .call(claims.seq)
+            .await?
+            .map_err(AppError::Internal)?
+            .filter(|(row, _)| row.user_id.0 == claims.user_id && row.nonce == claims.nonce)
+            .ok_or(AppError::Unauthenticated(
+                "the token is not one this server issued",
+            ))?;
+        self.observe(cursor);
+        Ok(self.to_view(row, cursor, clock::now()))
+    }
+
+    /// `issueToken`: the user's live token, or a new place at the end of the line.
+    pub async fn issue(&self, user_id: Uuid) -> AppResult<TokenView> {
+        let (row, cursor) = self
+            .issues
+            .call(user_id)
+            .await?
+            .map_err(|failure| match failure {
+                IssueFailure::UnknownUser(message) => AppError::NotFound(message),
+                IssueFailure::Failed(detail) => AppError::Internal(detail),
+            })?;
+        self.observe(cursor);
+        Ok(self.to_view(row, cursor, clock::now()))
+    }
+
+    pub fn to_view(&self, row: TokenRow, cursor: u64, now: NaiveDateTime) -> TokenView {
+        let state = TokenState::of(&row, cursor, now);
+        let estimated_wait_seconds = match state {
+            TokenState::Waiting { position } => Some(self.estimate_wait_seconds(position)),
+            _ => None,
+        };
+        let token = self.signer.sign(&claims_of(&row));
+        TokenView {
+            token,
+            row,
+            state,
+            estimated_wait_seconds,
+        }
+    }
+
+    /// Follows the admission cursor as the admission loop reads it.
+    pub fn snapshots(&self) -> watch::Receiver<QueueSnapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// Records counters read from the database: they feed the admission rate
+    /// and, when the cursor moved, every subscriber of this process.
+    pub fn publish(&self, counters: QueueCounters) {
+        self.observe(counters.admitted_through_seq);
+        self.snapshot.send_if_modified(|current| {
+            let newer = counters.admitted_through_seq > current.counters.admitted_through_seq
+                || counters.last_issued_seq > current.counters.last_issued_seq;
+            if newer {
+                current.counters = QueueCounters {
+                    last_issued_seq: counters
+                        .last_issued_seq
+                        .max(current.counters.last_issued_seq),
+                    admitted_through_seq: counters
+                        .admitted_through_seq
+                        .max(current.counters.admitted_through_seq),
+                };
+            }
+            newer
+        });
+    }
+
+    fn observe(&self, cursor: u64) {
+        if let Ok(mut admissions) = self.admissions.lock() {
+            admissions.record(Instant::now(), cursor);
+        }
+    }
+
+    /// Seconds until admission at `position`, from the admission rate seen
+    /// over the last minute. While the line is full every slot frees at least
+    /// once per ACTIVE_TOKEN_SECONDS, so that turnover is the floor.
+    pub fn estimate_wait_seconds(&self, position: u64) -> u64 {
+        let guaranteed =
+            self.settings.max_active as f64 / self.settings.active_ttl.num_seconds().max(1) as f64;
+        let observed = self
+            .admissions
+            .lock()
+            .map(|mut admissions| admissions.per_second(Instant::now()))
+            .unwrap_or(0.0);
+        let rate = observed.max(guaranteed);
+        (position as f64 / rate).ceil() as u64
+    }
+}
+
+pub fn claims_of(row: &TokenRow) -> TokenClaims {
+    let mut nonce = [0u8; 16];
+    let stored = row.nonce.get(..16).unwrap_or(&[0u8; 16]);
+    nonce.copy_from_slice(stored);
+    TokenClaims {
+        seq: row.seq,
+        user_id: row.user_id.0,
+        nonce,
+    }
+}
+
+/// Samples of the admission cursor over time; their slope is the rate.
+#[derive(Debug, Default)]
+struct AdmissionRate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// Samples closer together than this are merged, to bound memory.
+const SAMPLE_SPACING: Duration = Duration::from_millis(250);
+
+impl AdmissionRate {
+    fn record(&mut self, at: Instant, cursor: u64) {
+        match self.samples.back_mut() {
+            Some((last_at, last_cursor)) if at.duration_since(*last_at) < SAMPLE_SPACING => {
+                *last_cursor = (*last_cursor).max(cursor);
+            }
+            _ => self.samples.push_back((at, cursor)),
+        }
+        self.forget_before(at);
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some((at, _)) = self.samples.front() {
+            if now.duration_since(*at) > RATE_WINDOW && self.samples.len() > 1 {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn per_second(&mut self, now: Instant) -> f64 {
+        self.forget_before(now);
+        match (self.samples.front(), self.samples.back()) {
+            (Some((first_at, first)), Some((last_at, last))) if last_at > first_at => {
+                last.saturating_sub(*first) as f64 / last_at.duration_since(*first_at).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_the_slope_of_the_cursor() {
+        let start = Instant::now();
+        let mut rate = AdmissionRate::default();
+        rate.record(start, 100);
+        rate.record(start + Duration::from_secs(10), 150);
+        let per_second = rate.per_second(start + Duration::from_secs(10));
+        assert!((per_second - 5.0).abs() < 1e-9, "{per_second}");
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        let start = Instant::now();
+        let mut rate = AdmissionRate::default();
+        rate.record(start, 0);
+        rate.record(start + Duration::from_secs(30), 1_000);
+        rate.record(start + Duration::from_secs(100), 1_000);
+        let per_second = rate.per_second(start + Duration::from_secs(100));
+        assert!(per_second < 1_000.0 / 30.0, "{per_second}");
+    }
+}

@@ -1,0 +1,267 @@
+//! The rules of the waiting line: who is in, who waits where, who is out.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDateTime;
+use diesel_async::AsyncMysqlConnection;
+use uuid::Uuid;
+
+use super::model::{self, QueueCounters, TokenRow, TokenStatus};
+use super::token::random_nonce;
+use crate::db::{self, DbPool, DbUuid};
+use crate::error::{AppError, AppResult};
+use crate::wallet;
+
+/// The settings of the line, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub max_active: u64,
+    pub active_ttl: chrono::Duration,
+    pub admit_interval: std::time::Duration,
+}
+
+/// What a token is right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Waiting { position: u64 },
+    Active { expires_at: NaiveDateTime },
+    Expired { at: Option<NaiveDateTime> },
+}
+
+impl TokenState {
+    /// Status and position from the stored row and the admission cursor read
+    /// with it. Every token after the cursor is WAITING, and sequence numbers
+    /// have no gaps, so the position is a subtraction.
+    pub fn of(row: &TokenRow, admitted_through: u64, now: NaiveDateTime) -> Self {
+        match (row.status, row.expires_at) {
+            (TokenStatus::Waiting, _) => Self::Waiting {
+                position: row.seq.saturating_sub(admitted_through).max(1),
+            },
+            (TokenStatus::Active, Some(expires_at)) if expires_at > now => {
+                Self::Active { expires_at }
+            }
+            (_, at) => Self::Expired { at },
+        }
+    }
+
+    pub fn status(&self) -> TokenStatus {
+        match self {
+            Self::Waiting { .. } => TokenStatus::Waiting,
+            Self::Active { .. } => TokenStatus::Active,
+            Self::Expired { .. } => TokenStatus::Expired,
+        }
+    }
+}
+
+/// Issues tokens for a batch of `issueToken` calls in one transaction, in
+/// arrival order. Each answer is the user's live token (an existing one, or
+/// a new one at the end of the line) with the admission cursor after the
+/// batch, or NOT_FOUND for an unknown user.
+pub async fn issue_batch(
+    pool: &DbPool,
+    settings: QueueSettings,
+    user_ids: &[Uuid],
+    now: NaiveDateTime,
+) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
+    let mut conn = db::connect(pool).await?;
+    crate::transaction_with_retry!(conn, |conn| {
+        issue_in_transaction(conn, settings, user_ids, now).await
+    })
+}
+
+async fn issue_in_transaction(
+    conn: &mut AsyncMysqlConnection,
+    settings: QueueSettings,
+    user_ids: &[Uuid],
+    now: NaiveDateTime,
+) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
+    let counters = model::lock_counters(conn).await?;
+    let distinct: Vec<DbUuid> = distinct_in_order(user_ids);
+    let known: HashSet<DbUuid> = wallet::model::existing_user_ids(conn, &distinct)
+        .await?
+        .into_iter()
+        .collect();
+    let known_in_order: Vec<DbUuid> = distinct
+        .into_iter()
+        .filter(|id| known.contains(id))
+        .collect();
+    model::expire_lapsed_tokens_of(conn, &known_in_order, now).await?;
+    let mut live: HashMap<DbUuid, TokenRow> = model::live_tokens_of(conn, &known_in_order)
+        .await?
+        .into_iter()
+        .map(|row| (row.user_id, row))
+        .collect();
+
+    let newcomers: Vec<DbUuid> = known_in_order
+        .into_iter()
+        .filter(|id| !live.contains_key(id))
+        .collect();
+    let issued = new_waiting_tokens(&newcomers, counters.last_issued_seq, now);
+    let mut after = QueueCounters {
+        last_issued_seq: counters.last_issued_seq + issued.len() as u64,
+        ..counters
+    };
+    if !issued.is_empty() {
+        model::insert_tokens(conn, &issued).await?;
+        live.extend(issued.into_iter().map(|row| (row.user_id, row)));
+        // Nobody overtakes: newcomers go straight in only when nobody waits.
+        if counters.waiting() == 0 {
+            after = admit_next(conn, settings, after, now).await?;
+            let seqs: Vec<u64> =
+                (counters.admitted_through_seq + 1..=after.admitted_through_seq).collect();
+            if !seqs.is_empty() {
+                for (row, _) in model::tokens_with_cursor(conn, &seqs).await? {
+                    live.insert(row.user_id, row);
+                }
+            }
+        }
+        model::save_counters(conn, after).await?;
+    }
+
+    Ok(user_ids
+        .iter()
+        .map(|id| {
+            live.get(&DbUuid(*id))
+                .map(|row| (row.clone(), after.admitted_through_seq))
+                .ok_or_else(|| AppError::not_found(format!("no user with id {id}")))
+        })
+        .collect())
+}
+
+fn distinct_in_order(user_ids: &[Uuid]) -> Vec<DbUuid> {
+    let mut seen = HashSet::with_capacity(user_ids.len());
+    user_ids
+        .iter()
+        .filter(|id| seen.insert(**id))
+        .map(|id| DbUuid(*id))
+        .collect()
+}
+
+fn new_waiting_tokens(users: &[DbUuid], last_issued: u64, now: NaiveDateTime) -> Vec<TokenRow> {
+    users
+        .iter()
+        .zip(last_issued + 1..)
+        .map(|(user_id, seq)| TokenRow {
+            seq,
+            user_id: *user_id,
+            nonce: random_nonce().to_vec(),
+            status: TokenStatus::Waiting,
+            issued_at: now,
+            admitted_at: None,
+            expires_at: None,
+        })
+        .collect()
+}
+
+/// Admits as many of the earliest WAITING tokens as there are free slots and
+/// returns the counters moved past them (the caller saves them). Runs under
+/// the counters row lock.
+async fn admit_next(
+    conn: &mut AsyncMysqlConnection,
+    settings: QueueSettings,
+    counters: QueueCounters,
+    now: NaiveDateTime,
+) -> AppResult<QueueCounters> {
+    if counters.waiting() == 0 {
+        return Ok(counters);
+    }
+    let active = model::count_active(conn, now).await?;
+    let admit = settings
+        .max_active
+        .saturating_sub(active)
+        .min(counters.waiting());
+    if admit == 0 {
+        return Ok(counters);
+    }
+    let through = counters.admitted_through_seq + admit;
+    let active_until = now + settings.active_ttl;
+    model::admit_range(
+        conn,
+        counters.admitted_through_seq,
+        through,
+        now,
+        active_until,
+    )
+    .await?;
+    Ok(QueueCounters {
+        admitted_through_seq: through,
+        ..counters
+    })
+}
+
+/// Reads a batch of tokens by sequence number, each with the cursor.
+pub async fn lookup_batch(pool: &DbPool, seqs: &[u64]) -> AppResult<HashMap<u64, (TokenRow, u64)>> {
+    let mut conn = db::connect(pool).await?;
+    let rows = model::tokens_with_cursor(&mut conn, seqs).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, cursor)| (row.seq, (row, cursor)))
+        .collect())
+}
+
+/// One turn of the admission loop: rewrite lapsed tokens, then admit the
+/// earliest WAITING tokens into the free slots. The counters row lock makes
+/// concurrent turns from several processes take turns, so the limit and the
+/// order hold across processes.
+pub async fn admit_waiting(
+    pool: &DbPool,
+    settings: QueueSettings,
+    now: NaiveDateTime,
+) -> AppResult<QueueCounters> {
+    let mut conn = db::connect(pool).await?;
+    crate::transaction_with_retry!(conn, |conn| {
+        let counters = model::lock_counters(conn).await?;
+        model::expire_lapsed_tokens(conn, now).await?;
+        let admitted = admit_next(conn, settings, counters, now).await?;
+        if admitted != counters {
+            model::save_counters(conn, admitted).await?;
+        }
+        Ok(admitted)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, status: TokenStatus, expires_at: Option<NaiveDateTime>) -> TokenRow {
+        TokenRow {
+            seq,
+            user_id: DbUuid(Uuid::nil()),
+            nonce: vec![0; 16],
+            status,
+            issued_at: NaiveDateTime::default(),
+            admitted_at: expires_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn position_is_the_distance_from_the_cursor() {
+        let now = crate::clock::now();
+        let waiting = row(1_000_007, TokenStatus::Waiting, None);
+        assert_eq!(
+            TokenState::of(&waiting, 1_000_000, now),
+            TokenState::Waiting { position: 7 }
+        );
+    }
+
+    #[test]
+    fn an_active_token_past_its_lapse_reads_expired() {
+        let now = crate::clock::now();
+        let later = now + chrono::Duration::seconds(5);
+        let earlier = now - chrono::Duration::seconds(5);
+        assert_eq!(
+            TokenState::of(&row(1, TokenStatus::Active, Some(later)), 1, now),
+            TokenState::Active { expires_at: later }
+        );
+        assert_eq!(
+            TokenState::of(&row(1, TokenStatus::Active, Some(earlier)), 1, now),
+            TokenState::Expired { at: Some(earlier) }
+        );
+        assert_eq!(
+            TokenState::of(&row(1, TokenStatus::Active, Some(now)), 1, now),
+            TokenState::Expired { at: Some(now) }
+        );
+    }
+}

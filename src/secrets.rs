@@ -1,0 +1,40 @@
+//! The queue token signing key: the operator's TOKEN_SECRET, or one
+//! generated on first start and kept in the database so that every server
+//! on that database signs and checks tokens alike.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::config::TokenSecret;
+use crate::db::schema::server_secrets;
+use crate::db::{self, DbPool};
+use crate::error::AppResult;
+
+const TOKEN_KEY: &str = "queue_token";
+
+pub async fn token_secret(pool: &DbPool, configured: Option<&TokenSecret>) -> AppResult<Vec<u8>> {
+    if let Some(secret) = configured {
+        return Ok(secret.0.clone());
+    }
+    let mut conn = db::connect(pool).await?;
+    let generated: [u8; 32] = rand::random();
+    // INSERT IGNORE: the first process to start wins; the rest read its key.
+    diesel::insert_or_ignore_into(server_secrets::table)
+        .values((
+            server_secrets::name.eq(TOKEN_KEY),
+            server_secrets::secret.eq(generated.as_slice()),
+            server_secrets::created_at.eq(crate::clock::now()),
+        ))
+        .execute(&mut conn)
+        .await?;
+    let stored: Vec<u8> = server_secrets::table
+        .find(TOKEN_KEY)
+        .select(server_secrets::secret)
+        .first(&mut conn)
+        .await?;
+    tracing::warn!(
+        "TOKEN_SECRET is not set: signing queue tokens with a key kept in the database; \
+         set TOKEN_SECRET so a copy of the database cannot be used to forge tokens"
+    );
+    Ok(stored)
+}

@@ -1,0 +1,142 @@
+//! `user`, `registerUser`, `chargeBalance` and the `User` type, whose
+//! history, reservations and payments come through dataloaders.
+
+use async_graphql::{Context, ID, Object, Result};
+use uuid::Uuid;
+
+use super::loader::EntriesOfUser;
+use super::model::{BalanceEntryRow, EntryKind, UserRow};
+use super::service;
+use crate::booking::graphql::{Payment, Reservation};
+use crate::booking::loader::{PaymentsOfUser, ReservationsOfUser};
+use crate::graphql::context::{AppContext, shared_error};
+use crate::graphql::scalars::Instant;
+use crate::money::Money;
+
+pub struct User(pub UserRow);
+
+#[Object]
+impl User {
+    /// The user's identifier; it is also the user's credential, so it is unguessable.
+    async fn id(&self) -> Uuid {
+        self.0.id.0
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn balance(&self) -> Money {
+        self.0.balance.clone().into()
+    }
+
+    /// Every change to the balance, newest first; the first entry's balanceAfter equals balance.
+    async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
+        let entries = ctx
+            .scope()
+            .wallet
+            .load_one(EntriesOfUser(self.0.id.0))
+            .await
+            .map_err(shared_error)?;
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(BalanceEntry)
+            .collect())
+    }
+
+    /// Every reservation the user made, newest first.
+    async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
+        let rows = ctx
+            .scope()
+            .booking
+            .load_one(ReservationsOfUser(self.0.id.0))
+            .await
+            .map_err(shared_error)?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(Reservation)
+            .collect())
+    }
+
+    /// Every completed payment, newest first.
+    async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
+        let rows = ctx
+            .scope()
+            .booking
+            .load_one(PaymentsOfUser(self.0.id.0))
+            .await
+            .map_err(shared_error)?;
+        Ok(rows.unwrap_or_default().into_iter().map(Payment).collect())
+    }
+}
+
+pub struct BalanceEntry(pub BalanceEntryRow);
+
+#[Object]
+impl BalanceEntry {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn kind(&self) -> EntryKind {
+        self.0.kind
+    }
+
+    /// Positive for CHARGE, negative for PAYMENT.
+    async fn amount(&self) -> Money {
+        self.0.amount.clone().into()
+    }
+
+    async fn balance_after(&self) -> Money {
+        self.0.balance_after.clone().into()
+    }
+
+    async fn at(&self) -> Instant {
+        self.0.at.into()
+    }
+}
+
+#[derive(Default)]
+pub struct WalletQuery;
+
+#[Object]
+impl WalletQuery {
+    /// A user by id (no token needed); null if there is none.
+    async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<User>> {
+        Ok(service::find(&ctx.app().pool, id).await?.map(User))
+    }
+}
+
+#[derive(Default)]
+pub struct WalletMutation;
+
+#[Object]
+impl WalletMutation {
+    /// Creates a user with a zero balance.
+    async fn register_user(&self, ctx: &Context<'_>, name: String) -> Result<User> {
+        Ok(User(
+            service::register(&ctx.app().pool, &name, ctx.scope().now).await?,
+        ))
+    }
+
+    /// Adds amount to the balance. A repeated idempotencyKey of the same user charges nothing again and answers with the user as it is now.
+    async fn charge_balance(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Uuid,
+        amount: Money,
+        idempotency_key: Option<String>,
+    ) -> Result<User> {
+        let user = service::charge(
+            &ctx.app().pool,
+            user_id,
+            amount,
+            idempotency_key,
+            ctx.scope().now,
+        )
+        .await?;
+        Ok(User(user))
+    }
+}

@@ -1,0 +1,237 @@
+//! Users, balances, balance entries and idempotency keys: rows and queries.
+//! Balances change only by conditional updates, never read-modify-write.
+
+use bigdecimal::BigDecimal;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+
+use crate::db::DbUuid;
+use crate::db::schema::{balance_entries, idempotency_keys, users};
+use crate::text_enum;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users, check_for_backend(diesel::mysql::Mysql))]
+pub struct UserRow {
+    pub id: DbUuid,
+    pub name: String,
+    pub balance: BigDecimal,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow, async_graphql::Enum,
+)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
+#[graphql(name = "BalanceEntryKind")]
+pub enum EntryKind {
+    Charge,
+    Payment,
+}
+
+text_enum!(EntryKind {
+    Charge = "CHARGE",
+    Payment = "PAYMENT",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = balance_entries, check_for_backend(diesel::mysql::Mysql))]
+pub struct BalanceEntryRow {
+    pub id: u64,
+    pub user_id: DbUuid,
+    pub kind: EntryKind,
+    pub amount: BigDecimal,
+    pub balance_after: BigDecimal,
+    pub at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = balance_entries)]
+pub struct NewBalanceEntry {
+    pub user_id: DbUuid,
+    pub kind: EntryKind,
+    pub amount: BigDecimal,
+    pub balance_after: BigDecimal,
+    pub payment_id: Option<DbUuid>,
+    pub at: NaiveDateTime,
+}
+
+/// Which operation an idempotency key belongs to; each has its own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
+pub enum KeyScope {
+    Charge,
+    Pay,
+}
+
+text_enum!(KeyScope {
+    Charge = "CHARGE",
+    Pay = "PAY",
+});
+
+pub async fn insert_user(conn: &mut AsyncMysqlConnection, user: &UserRow) -> QueryResult<()> {
+    diesel::insert_into(users::table)
+        .values(user)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn find_user(
+    conn: &mut AsyncMysqlConnection,
+    id: DbUuid,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn users_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<UserRow>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select(UserRow::as_select())
+        .load(conn)
+        .await
+}
+
+pub async fn existing_user_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<DbUuid>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select(users::id)
+        .load(conn)
+        .await
+}
+
+/// Adds `amount` unless that would take the balance above `cap`. Locks the
+/// user's row until the transaction ends. False: no such user, or the cap.
+pub async fn credit(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    amount: &BigDecimal,
+    cap: &BigDecimal,
+) -> QueryResult<bool> {
+    let changed = diesel::update(
+        users::table
+            .find(user)
+            .filter((users::balance + amount.clone()).le(cap.clone())),
+    )
+    .set(users::balance.eq(users::balance + amount.clone()))
+    .execute(conn)
+    .await?;
+    Ok(changed == 1)
+}
+
+/// Takes `amount` unless the balance is below it. Locks the user's row until
+/// the transaction ends. False: no such user, or not enough money.
+pub async fn debit(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    amount: &BigDecimal,
+) -> QueryResult<bool> {
+    let changed = diesel::update(
+        users::table
+            .find(user)
+            .filter(users::balance.ge(amount.clone())),
+    )
+    .set(users::balance.eq(users::balance - amount.clone()))
+    .execute(conn)
+    .await?;
+    Ok(changed == 1)
+}
+
+/// The balance as this transaction sees it (after its own update).
+pub async fn balance_of(conn: &mut AsyncMysqlConnection, user: DbUuid) -> QueryResult<BigDecimal> {
+    users::table
+        .find(user)
+        .select(users::balance)
+        .first(conn)
+        .await
+}
+
+pub async fn insert_entry(
+    conn: &mut AsyncMysqlConnection,
+    entry: &NewBalanceEntry,
+) -> QueryResult<()> {
+    diesel::insert_into(balance_entries::table)
+        .values(entry)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Entries of these users, newest first.
+pub async fn entries_of_users(
+    conn: &mut AsyncMysqlConnection,
+    users: &[DbUuid],
+) -> QueryResult<Vec<BalanceEntryRow>> {
+    balance_entries::table
+        .filter(balance_entries::user_id.eq_any(users))
+        .order(balance_entries::id.desc())
+        .select(BalanceEntryRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Claims an idempotency key. False when it was already used; a concurrent
+/// claim of the same key waits here until the first transaction ends.
+pub async fn claim_key(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    scope: KeyScope,
+    key: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::user_id.eq(user),
+            idempotency_keys::scope.eq(scope),
+            idempotency_keys::idempotency_key.eq(key),
+            idempotency_keys::created_at.eq(now),
+        ))
+        .execute(conn)
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(error) if crate::error::is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The payment a used PAY key answered with.
+pub async fn payment_of_key(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    key: &str,
+) -> QueryResult<Option<Option<DbUuid>>> {
+    idempotency_keys::table
+        .find((user, KeyScope::Pay, key))
+        .select(idempotency_keys::payment_id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn record_key_payment(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    key: &str,
+    payment: DbUuid,
+) -> QueryResult<()> {
+    diesel::update(idempotency_keys::table.find((user, KeyScope::Pay, key)))
+        .set(idempotency_keys::payment_id.eq(Some(payment)))
+        .execute(conn)
+        .await
+        .map(drop)
+}
