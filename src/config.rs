@@ -160,6 +160,21 @@ impl std::fmt::Debug for TokenSecret {
 }
 
 impl Config {
+    /// Settings from these arguments (the first is the program name) and
+    /// the environment, exactly as the binary reads them.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct SettingsOnly {
+            #[command(flatten)]
+            config: Config,
+        }
+        <SettingsOnly as clap::Parser>::try_parse_from(args).map(|parsed| parsed.config)
+    }
+
     pub fn hold_duration(&self) -> Duration {
         Duration::from_secs(u64::from(self.hold_seconds))
     }

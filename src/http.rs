@@ -185,10 +185,35 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// GraphiQL and its scripts, vendored from npm so that the page works on a
 /// machine without internet access (see assets/graphiql/LICENSES.md).
 mod graphiql_assets {
-    pub const INDEX: &str = "<!doctype html><title>GraphiQL</title>";
+    pub const INDEX: &str = include_str!("../assets/graphiql/index.html");
+
+    const FILES: [(&str, &str, &[u8]); 4] = [
+        (
+            "graphiql.min.js",
+            "text/javascript; charset=utf-8",
+            include_bytes!("../assets/graphiql/graphiql.min.js"),
+        ),
+        (
+            "graphiql.min.css",
+            "text/css; charset=utf-8",
+            include_bytes!("../assets/graphiql/graphiql.min.css"),
+        ),
+        (
+            "react.production.min.js",
+            "text/javascript; charset=utf-8",
+            include_bytes!("../assets/graphiql/react.production.min.js"),
+        ),
+        (
+            "react-dom.production.min.js",
+            "text/javascript; charset=utf-8",
+            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+        ),
+    ];
 
     pub fn file(name: &str) -> Option<(&'static str, &'static [u8])> {
-        let _ = name;
-        None
+        FILES
+            .iter()
+            .find(|(file, _, _)| *file == name)
+            .map(|(_, content_type, bytes)| (*content_type, *bytes))
     }
 }

@@ -22,21 +22,29 @@ pub fn spawn(state: &AppState, stop: CancellationToken) -> Vec<JoinHandle<()>> {
 }
 
 /// Admits the earliest WAITING tokens into free slots and publishes the
-/// line's counters to this process's subscribers. Ticks at half the admit
-/// interval so a slot never waits longer than the interval; a payment wakes
-/// it at once.
+/// line's counters to this process's subscribers. A turn comes at least
+/// every half admit interval, so a slot never waits longer than the
+/// interval; a payment or a sweep wakes it at once. The pause is jittered so
+/// that several processes on one database do not tick in lockstep.
 async fn admission_loop(state: AppState, stop: CancellationToken) {
-    let period = (state.queue.settings.admit_interval / 2).max(Duration::from_millis(5));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let half = state.queue.settings.admit_interval / 2;
     loop {
+        let pause = half
+            .mul_f64(rand::random_range(0.5..1.0))
+            .max(Duration::from_millis(2));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = state.queue.admission_wakeup.notified() => {}
         }
         match queue::service::admit_waiting(&state.pool, state.queue.settings, clock::now()).await {
-            Ok(counters) => state.queue.publish(counters),
+            Ok(turn) => {
+                if turn.admitted > 0 {
+                    let through = turn.counters.admitted_through_seq;
+                    tracing::debug!(admitted = turn.admitted, through, "admission turn");
+                }
+                state.queue.publish(turn.counters);
+            }
             Err(error) => tracing::error!(error = %error.detail(), "admission turn failed"),
         }
     }

@@ -207,17 +207,28 @@ pub async fn admit_waiting(
     pool: &DbPool,
     settings: QueueSettings,
     now: NaiveDateTime,
-) -> AppResult<QueueCounters> {
+) -> AppResult<AdmissionTurn> {
     let mut conn = db::connect(pool).await?;
     crate::transaction_with_retry!(conn, |conn| {
-        let counters = model::lock_counters(conn).await?;
+        let before = model::lock_counters(conn).await?;
         model::expire_lapsed_tokens(conn, now).await?;
-        let admitted = admit_next(conn, settings, counters, now).await?;
-        if admitted != counters {
-            model::save_counters(conn, admitted).await?;
+        let after = admit_next(conn, settings, before, now).await?;
+        if after != before {
+            model::save_counters(conn, after).await?;
         }
-        Ok(admitted)
+        Ok(AdmissionTurn {
+            counters: after,
+            admitted: after.admitted_through_seq - before.admitted_through_seq,
+        })
     })
+}
+
+/// What one admission turn saw and did.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionTurn {
+    pub counters: QueueCounters,
+    /// Tokens this turn admitted.
+    pub admitted: u64,
 }
 
 #[cfg(test)]

@@ -1,0 +1,107 @@
+//! A real websocket client speaking graphql-transport-ws or graphql-ws.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub protocol: &'static str,
+}
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+
+impl WsClient {
+    pub async fn connect(addr: std::net::SocketAddr, protocol: &'static str) -> Self {
+        let mut request = format!("ws://{addr}/graphql/ws")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket upgrade");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        Self { socket, protocol }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next text message as JSON, skipping keep-alives; None on close.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("a websocket message within 30 s")?
+                .ok()?;
+            match message {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if matches!(value["type"].as_str(), Some("ka" | "ping" | "pong")) {
+                        continue;
+                    }
+                    return Some(value);
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn init(&mut self, payload: Value) {
+        self.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        let ack = self.next().await.expect("connection_ack");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = if self.protocol == TRANSPORT_WS {
+            "subscribe"
+        } else {
+            "start"
+        };
+        self.send(
+            json!({"id": id, "type": kind, "payload": {"query": query, "variables": variables}}),
+        )
+        .await;
+    }
+
+    /// Payloads of `next`/`data` messages for `id` until `complete`.
+    pub async fn collect_until_complete(&mut self, id: &str) -> Vec<Value> {
+        let mut payloads = Vec::new();
+        while let Some(message) = self.next().await {
+            if message["id"] != id {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("next" | "data") => payloads.push(message["payload"].clone()),
+                Some("complete") => return payloads,
+                Some("error") => {
+                    payloads.push(json!({"errors": message["payload"]}));
+                    return payloads;
+                }
+                _ => {}
+            }
+        }
+        panic!("the socket closed before {id} completed; got {payloads:?}");
+    }
+}

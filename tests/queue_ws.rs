@@ -1,0 +1,119 @@
+//! Following a place in line live over a real websocket.
+
+mod common;
+
+use common::TestServer;
+use common::fixtures::{issue_token, register};
+use common::ws::{LEGACY_WS, TRANSPORT_WS, WsClient};
+use serde_json::json;
+
+const FOLLOW: &str = "subscription($token: String!) { queueStatus(token: $token) { status position estimatedWaitSeconds expiresAt } }";
+
+/// One ACTIVE slot that turns over every second, and four people in line.
+async fn line_of_four() -> (TestServer, Vec<String>) {
+    let server = TestServer::with_jobs(|c| {
+        c.max_active_tokens = 1;
+        c.active_token_seconds = 1;
+        c.admit_interval_ms = 100;
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let user = register(&server, &format!("fan {i}")).await;
+        tokens.push(issue_token(&server, user).await.token);
+    }
+    (server, tokens)
+}
+
+fn statuses(payloads: &[serde_json::Value]) -> Vec<(String, Option<u64>)> {
+    payloads
+        .iter()
+        .map(|payload| {
+            let state = &payload["data"]["queueStatus"];
+            assert!(payload["errors"].is_null(), "{payload}");
+            (
+                state["status"].as_str().unwrap().to_owned(),
+                state["position"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_follows_its_token_from_position_three_to_active() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("follow", FOLLOW, json!({"token": tokens[3]}))
+        .await;
+    let seen = statuses(&client.collect_until_complete("follow").await);
+
+    assert_eq!(
+        seen.first(),
+        Some(&("WAITING".to_owned(), Some(3))),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(|s| s.0.as_str()),
+        Some("ACTIVE"),
+        "{seen:?}"
+    );
+    let positions: Vec<u64> = seen.iter().filter_map(|s| s.1).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] > w[1]),
+        "positions only fall: {seen:?}"
+    );
+    assert_eq!(positions, vec![3, 2, 1], "one item per change of position");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_may_come_in_connection_init_and_over_the_legacy_protocol() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, LEGACY_WS).await;
+    client
+        .init(json!({"Authorization": format!("Bearer {}", tokens[1])}))
+        .await;
+    client.subscribe("1", FOLLOW, json!({"token": ""})).await;
+    let seen = statuses(&client.collect_until_complete("1").await);
+    assert_eq!(
+        seen.first(),
+        Some(&("WAITING".to_owned(), Some(1))),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(|s| s.0.as_str()), Some("ACTIVE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_or_unknown_token_is_answered_once() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("active", FOLLOW, json!({"token": tokens[0]}))
+        .await;
+    let seen = statuses(&client.collect_until_complete("active").await);
+    assert_eq!(seen, vec![("ACTIVE".to_owned(), None)]);
+
+    client
+        .subscribe("forged", FOLLOW, json!({"token": "AAAA"}))
+        .await;
+    let answer = client.collect_until_complete("forged").await;
+    let code = answer[0]["errors"][0]["extensions"]["code"].as_str();
+    assert_eq!(code, Some("UNAUTHENTICATED"), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_over_the_websocket_with_the_connection_token() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client
+        .init(json!({"Authorization": format!("Bearer {}", tokens[2])}))
+        .await;
+    client
+        .subscribe("poll", "{ queueStatus { status position } }", json!({}))
+        .await;
+    let seen = statuses(&client.collect_until_complete("poll").await);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "WAITING");
+}
