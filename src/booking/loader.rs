@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use chrono::NaiveDateTime;
 use uuid::Uuid;
 
 use super::model::{self, PaymentRow, ReservationRow};
@@ -29,7 +28,7 @@ pub struct BookingLoader {
 }
 
 impl BookingLoader {
-    pub fn new(pool: DbPool, _now: NaiveDateTime) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 }

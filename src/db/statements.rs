@@ -26,8 +26,9 @@ pub(super) struct CountingInstrumentation(Arc<StatementCounter>);
 
 impl Instrumentation for CountingInstrumentation {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
             self.0.started.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(target: "ticket_reservation::sql", %query);
         }
     }
 }

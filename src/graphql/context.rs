@@ -9,6 +9,7 @@ use async_graphql::dataloader::DataLoader;
 use chrono::NaiveDateTime;
 
 use crate::AppState;
+use super::loading::LoaderTasks;
 use crate::booking::loader::BookingLoader;
 use crate::catalogue::loader::CatalogueLoader;
 use crate::error::{AppError, AppResult};
@@ -40,15 +41,25 @@ pub struct RequestScope {
     pub catalogue: DataLoader<CatalogueLoader>,
     pub booking: DataLoader<BookingLoader>,
     pub wallet: DataLoader<WalletLoader>,
+    /// Where the loaders' batches wait for the request's task to run them.
+    pub batches: LoaderTasks,
 }
 
 impl RequestScope {
     pub fn new(state: &AppState, now: NaiveDateTime) -> Self {
+        let batches = LoaderTasks::default();
+        // The batches run when the resolvers have all asked (see `loading`),
+        // so there is nothing to wait for.
+        let no_delay = std::time::Duration::ZERO;
         Self {
             now,
-            catalogue: DataLoader::new(CatalogueLoader::new(state.pool.clone(), now), tokio::spawn),
-            booking: DataLoader::new(BookingLoader::new(state.pool.clone(), now), tokio::spawn),
-            wallet: DataLoader::new(WalletLoader::new(state.pool.clone()), tokio::spawn),
+            catalogue: DataLoader::new(CatalogueLoader::new(state.pool.clone(), now), batches.spawner())
+                .delay(no_delay),
+            booking: DataLoader::new(BookingLoader::new(state.pool.clone()), batches.spawner())
+                .delay(no_delay),
+            wallet: DataLoader::new(WalletLoader::new(state.pool.clone()), batches.spawner())
+                .delay(no_delay),
+            batches,
         }
     }
 }

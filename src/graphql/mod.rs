@@ -2,7 +2,8 @@
 //! limits, and the extension that gives every error its contract code.
 
 pub mod context;
-mod errors;
+mod extension;
+mod loading;
 pub mod guard;
 pub mod scalars;
 
@@ -15,7 +16,7 @@ use crate::queue::graphql::{QueueMutation, QueueQuery};
 use crate::queue::subscription::QueueSubscription;
 use crate::wallet::graphql::{WalletMutation, WalletQuery};
 
-pub use errors::MAX_QUERY_BYTES;
+pub use extension::MAX_QUERY_BYTES;
 
 #[derive(MergedObject, Default)]
 pub struct Query(WalletQuery, QueueQuery, CatalogueQuery);
@@ -45,7 +46,7 @@ fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
     .limit_directives(MAX_DIRECTIVES)
-    .extension(errors::RequestSetup)
+    .extension(extension::RequestSetup)
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {

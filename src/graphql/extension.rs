@@ -1,5 +1,7 @@
-//! Gives every error a contract code. Resolver errors carry theirs from
-//! `AppError`; what async-graphql itself reports (syntax, validation,
+//! The schema's one extension. It gives every request its scope (instant and
+//! dataloaders) and runs the loaders' batches on the request's task; and it
+//! gives every error a contract code: resolver errors carry theirs from
+//! `AppError`, while what async-graphql itself reports (syntax, validation,
 //! argument coercion, limits) arrives without one and is classified here.
 
 use std::sync::Arc;
@@ -87,7 +89,11 @@ impl Extension for RequestSetup {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        classify_response(next.run(ctx, operation_name).await)
+        let response = match ctx.data_opt::<RequestScope>() {
+            Some(scope) => scope.batches.drive(next.run(ctx, operation_name)).await,
+            None => next.run(ctx, operation_name).await,
+        };
+        classify_response(response)
     }
 
     fn subscribe<'s>(
@@ -96,7 +102,11 @@ impl Extension for RequestSetup {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(classify_response).boxed()
+        let stream = next.run(ctx, stream).map(classify_response).boxed();
+        match ctx.data_opt::<RequestScope>() {
+            Some(scope) => scope.batches.clone().drive_stream(stream),
+            None => stream,
+        }
     }
 }
 
