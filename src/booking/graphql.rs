@@ -111,15 +111,8 @@ impl BookingMutation {
         let token = bearer_claims(ctx)?;
         let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
         let app = ctx.app();
-        let reservation = service::hold_seat(
-            &app.pool,
-            app.booking,
-            &token,
-            date_id,
-            seat_number,
-            ctx.scope().now,
-        )
-        .await?;
+        let reservation =
+            service::hold_seat(&app.pool, app.booking, &token, date_id, seat_number).await?;
         Ok(Reservation(reservation))
     }
 
@@ -136,8 +129,7 @@ impl BookingMutation {
         let ids = service::parse_reservation_ids(&ids)?;
         let key = valid_key(idempotency_key)?;
         let app = ctx.app();
-        let payment =
-            service::pay(&app.pool, &token, &ids, key.as_deref(), ctx.scope().now).await?;
+        let payment = service::pay(&app.pool, &token, &ids, key.as_deref()).await?;
         // A slot is free now: let the next in line in without waiting a tick.
         app.queue.admission_wakeup.notify_one();
         Ok(Payment(payment))

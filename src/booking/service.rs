@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::model::{self, PaymentRow, ReservationRow, ReservationStatus};
 use crate::catalogue::model::SeatStatus;
+use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
@@ -33,7 +34,6 @@ pub async fn hold_seat(
     token: &TokenClaims,
     concert_date_id: u64,
     number: i32,
-    now: NaiveDateTime,
 ) -> AppResult<ReservationRow> {
     if !(MIN_SEAT..=MAX_SEAT).contains(&number) {
         return Err(AppError::invalid(format!(
@@ -42,7 +42,7 @@ pub async fn hold_seat(
     }
     let mut conn = db::connect(pool).await?;
     crate::transaction_with_retry!(conn, |conn| {
-        hold_in_transaction(conn, settings, token, concert_date_id, number, now).await
+        hold_in_transaction(conn, settings, token, concert_date_id, number, clock::now()).await
     })
 }
 
@@ -134,7 +134,6 @@ pub async fn pay(
     token: &TokenClaims,
     ids: &[DbUuid],
     key: Option<&str>,
-    now: NaiveDateTime,
 ) -> AppResult<PaymentRow> {
     let payer = DbUuid(token.user_id);
     let mut conn = db::connect(pool).await?;
@@ -145,15 +144,21 @@ pub async fn pay(
     }
     crate::transaction_with_retry!(conn, |conn| {
         if let Some(key) = key
-            && !wallet::model::claim_key(conn, payer, wallet::model::KeyScope::Pay, key, now)
-                .await?
+            && !wallet::model::claim_key(
+                conn,
+                payer,
+                wallet::model::KeyScope::Pay,
+                key,
+                clock::now(),
+            )
+            .await?
         {
             // A concurrent call with this key committed while we waited.
             return replayed_payment(conn, payer, key)
                 .await?
                 .ok_or_else(|| AppError::internal("a used pay key has no payment"));
         }
-        let payment = settle(conn, token, ids, now).await?;
+        let payment = settle(conn, token, ids).await?;
         if let Some(key) = key {
             wallet::model::record_key_payment(conn, payer, key, payment.id).await?;
         }
@@ -178,14 +183,20 @@ async fn settle(
     conn: &mut AsyncMysqlConnection,
     token: &TokenClaims,
     ids: &[DbUuid],
-    now: NaiveDateTime,
 ) -> AppResult<PaymentRow> {
     let payer = DbUuid(token.user_id);
+    // The token row lock orders this payment after any lapse the background
+    // jobs already wrote, and the clock is read only once it is held: a hold
+    // whose lapse ended the token reads as lapsed here too (HOLD_EXPIRED,
+    // not TOKEN_EXPIRED), and a hold judged live stays live until commit.
+    let token_row = queue::model::lock_token(conn, token.seq).await?;
+    let now = clock::now();
     let holds = model::lock_reservations(conn, ids).await?;
     check_payable(&holds, ids, payer, now)?;
-    if !queue::model::expire_active_token(conn, token.seq, now).await? {
+    if !token_row.is_some_and(|row| row.is_active_at(now)) {
         return Err(AppError::TokenExpired);
     }
+    queue::model::end_token(conn, token.seq, now).await?;
     let seat_ids: Vec<u64> = holds.iter().map(|hold| hold.seat_id).collect();
     if model::sell_seats(conn, &seat_ids, ids, now).await? != holds.len() {
         return Err(AppError::HoldExpired);
@@ -202,7 +213,7 @@ async fn settle(
         paid_at: now,
     };
     model::insert_payment(conn, &payment).await?;
-    wallet::service::pay_from_balance(conn, payer, &total, payment.id, now).await?;
+    wallet::service::pay_from_balance(conn, payer, &total, payment.id).await?;
     model::mark_paid(conn, ids, payment.id).await?;
     Ok(payment)
 }

@@ -8,8 +8,8 @@ use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 use chrono::NaiveDateTime;
 
-use crate::AppState;
 use super::loading::LoaderTasks;
+use crate::AppState;
 use crate::booking::loader::BookingLoader;
 use crate::catalogue::loader::CatalogueLoader;
 use crate::error::{AppError, AppResult};
@@ -53,8 +53,11 @@ impl RequestScope {
         let no_delay = std::time::Duration::ZERO;
         Self {
             now,
-            catalogue: DataLoader::new(CatalogueLoader::new(state.pool.clone(), now), batches.spawner())
-                .delay(no_delay),
+            catalogue: DataLoader::new(
+                CatalogueLoader::new(state.pool.clone(), now),
+                batches.spawner(),
+            )
+            .delay(no_delay),
             booking: DataLoader::new(BookingLoader::new(state.pool.clone()), batches.spawner())
                 .delay(no_delay),
             wallet: DataLoader::new(WalletLoader::new(state.pool.clone()), batches.spawner())

@@ -3,8 +3,8 @@
 
 pub mod context;
 mod extension;
-mod loading;
 pub mod guard;
+mod loading;
 pub mod scalars;
 
 use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema};

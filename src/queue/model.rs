@@ -57,6 +57,12 @@ impl QueueCounters {
     }
 }
 
+impl TokenRow {
+    pub fn is_active_at(&self, now: NaiveDateTime) -> bool {
+        self.status == TokenStatus::Active && self.expires_at.is_some_and(|lapse| lapse > now)
+    }
+}
+
 const STATE_ROW: u8 = 1;
 
 /// Locks the line's counters: issuing and admitting take turns on this row,
@@ -199,26 +205,34 @@ pub async fn admit_range(
     .await
 }
 
-/// Ends an ACTIVE, unlapsed token now (a successful payment). Returns false
-/// when the token was not ACTIVE any more.
-pub async fn expire_active_token(
+/// Locks a token's row until the transaction ends.
+pub async fn lock_token(
+    conn: &mut AsyncMysqlConnection,
+    seq: u64,
+) -> QueryResult<Option<TokenRow>> {
+    queue_tokens::table
+        .find(seq)
+        .select(TokenRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Ends a token now (a successful payment), on a row the caller locked.
+pub async fn end_token(
     conn: &mut AsyncMysqlConnection,
     seq: u64,
     now: NaiveDateTime,
-) -> QueryResult<bool> {
-    let ended = diesel::update(
-        queue_tokens::table
-            .find(seq)
-            .filter(queue_tokens::status.eq(TokenStatus::Active))
-            .filter(queue_tokens::expires_at.gt(now)),
-    )
-    .set((
-        queue_tokens::status.eq(TokenStatus::Expired),
-        queue_tokens::expires_at.eq(now),
-    ))
-    .execute(conn)
-    .await?;
-    Ok(ended == 1)
+) -> QueryResult<()> {
+    diesel::update(queue_tokens::table.find(seq))
+        .set((
+            queue_tokens::status.eq(TokenStatus::Expired),
+            queue_tokens::expires_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Shortens an ACTIVE, unlapsed token to end no later than `lapse` (a new

@@ -65,7 +65,8 @@ impl QueueRuntime {
             let pool = lookup_pool.clone();
             async move {
                 match service::lookup_batch(&pool, &seqs).await {
-                    Ok(mut found) => seqs.iter().map(|seq| Ok(found.remove(seq))).collect(),
+                    // One token may be asked about several times in one batch.
+                    Ok(found) => seqs.iter().map(|seq| Ok(found.get(seq).cloned())).collect(),
                     Err(error) => {
                         tracing::error!(error = %error.detail(), "token lookup batch failed");
                         vec![Err(error.detail()); seqs.len()]

@@ -129,14 +129,7 @@ impl WalletMutation {
         amount: Money,
         idempotency_key: Option<String>,
     ) -> Result<User> {
-        let user = service::charge(
-            &ctx.app().pool,
-            user_id,
-            amount,
-            idempotency_key,
-            ctx.scope().now,
-        )
-        .await?;
+        let user = service::charge(&ctx.app().pool, user_id, amount, idempotency_key).await?;
         Ok(User(user))
     }
 }

@@ -8,6 +8,7 @@ use diesel_async::AsyncMysqlConnection;
 use uuid::Uuid;
 
 use super::model::{self, EntryKind, KeyScope, NewBalanceEntry, UserRow};
+use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
@@ -71,7 +72,6 @@ pub async fn charge(
     user_id: Uuid,
     amount: Money,
     key: Option<String>,
-    now: NaiveDateTime,
 ) -> AppResult<UserRow> {
     if !amount.is_positive() || amount > max_charge() {
         return Err(AppError::invalid(format!(
@@ -83,7 +83,7 @@ pub async fn charge(
     let user = DbUuid(user_id);
     let mut conn = db::connect(pool).await?;
     crate::transaction_with_retry!(conn, |conn| {
-        charge_in_transaction(conn, user, &amount, key.as_deref(), now).await
+        charge_in_transaction(conn, user, &amount, key.as_deref()).await
     })?;
     model::find_user(&mut conn, user)
         .await?
@@ -95,10 +95,9 @@ async fn charge_in_transaction(
     user: DbUuid,
     amount: &Money,
     key: Option<&str>,
-    now: NaiveDateTime,
 ) -> AppResult<()> {
     if let Some(key) = key {
-        let fresh = model::claim_key(conn, user, KeyScope::Charge, key, now)
+        let fresh = model::claim_key(conn, user, KeyScope::Charge, key, clock::now())
             .await
             .map_err(|e| unknown_user_on_fk(e, user))?;
         if !fresh {
@@ -123,7 +122,8 @@ async fn charge_in_transaction(
             amount: amount.as_decimal().clone(),
             balance_after,
             payment_id: None,
-            at: now,
+            // Read under the user's row lock: entries' instants follow their order.
+            at: clock::now(),
         },
     )
     .await?;
@@ -138,7 +138,6 @@ pub async fn pay_from_balance(
     user: DbUuid,
     total: &Money,
     payment: DbUuid,
-    now: NaiveDateTime,
 ) -> AppResult<BigDecimal> {
     if !model::debit(conn, user, total.as_decimal()).await? {
         return Err(AppError::InsufficientBalance);
@@ -152,7 +151,7 @@ pub async fn pay_from_balance(
             amount: total.negated().into_decimal(),
             balance_after: balance_after.clone(),
             payment_id: Some(payment),
-            at: now,
+            at: clock::now(),
         },
     )
     .await?;
