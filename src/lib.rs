@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use booking::service::BookingSettings;
 use config::Config;
-use db::{DbPool, StatementCounter};
+use db::{DbMonitor, DbPool};
 use error::AppResult;
 use queue::runtime::QueueRuntime;
 use queue::service::QueueSettings;
@@ -32,7 +32,7 @@ use queue::service::QueueSettings;
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
-    pub statements: Arc<StatementCounter>,
+    pub db_monitor: Arc<DbMonitor>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
 }
@@ -45,11 +45,11 @@ impl AppState {
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let statements = Arc::new(StatementCounter::default());
+        let db_monitor = Arc::new(DbMonitor::default());
         let pool = db::build_pool(
             &config.database_url,
             config.database_pool_size,
-            Arc::clone(&statements),
+            Arc::clone(&db_monitor),
         )?;
         let secret = secrets::token_secret(&pool, config.token_secret.as_ref()).await?;
         let queue = Arc::new(QueueRuntime::start(
@@ -64,7 +64,7 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             pool,
-            statements,
+            db_monitor,
             queue,
             booking,
         })

@@ -1,7 +1,7 @@
 //! The connection pool, the embedded migrations and the Diesel schema.
 
 pub mod schema;
-mod statements;
+mod monitor;
 mod types;
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection}
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-pub use statements::StatementCounter;
+pub use monitor::DbMonitor;
 pub use types::DbUuid;
 
 use crate::error::{AppError, AppResult};
@@ -39,16 +39,23 @@ const SESSION_SETUP: [&str; 2] = [
 /// How long a request waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-pub fn build_pool(
-    database_url: &str,
-    size: u32,
-    statements: Arc<StatementCounter>,
-) -> AppResult<DbPool> {
+pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> AppResult<DbPool> {
     let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
-    // `Verified` would spend a `SELECT 1` round trip on every checkout.
-    config.recycling_method = RecyclingMethod::Fast;
+    // `Verified` would spend a `SELECT 1` round trip on every checkout; ping
+    // only while the monitor has seen a connection die recently.
+    let watch = Arc::clone(&monitor);
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
+        let suspect = watch.links_suspect();
+        async move {
+            if suspect {
+                conn.batch_execute("SELECT 1").await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }));
     config.custom_setup = Box::new(move |url| {
-        let statements = Arc::clone(&statements);
+        let monitor = Arc::clone(&monitor);
         async move {
             let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
             for statement in SESSION_SETUP {
@@ -56,7 +63,7 @@ pub fn build_pool(
                     .await
                     .map_err(ConnectionError::CouldntSetupConfiguration)?;
             }
-            conn.set_instrumentation(statements.instrumentation());
+            conn.set_instrumentation(monitor.instrumentation());
             Ok(conn)
         }
         .boxed()

@@ -190,7 +190,7 @@ impl TestServer {
 
     /// SQL statements the server has sent since it started.
     pub fn statements(&self) -> u64 {
-        self.state.statements.total()
+        self.state.db_monitor.statements()
     }
 }
 

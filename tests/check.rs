@@ -1,0 +1,47 @@
+//! `ticket-reservation check` finds nothing in a healthy database and finds
+//! each kind of damage planted in one.
+
+mod common;
+
+use common::fixtures::{admitted_user, charge, held, one_date, pay, sql_execute};
+use common::{TestServer, run_check};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_healthy_database_and_reports_planted_violations() {
+    let server = TestServer::with_settings(|c| c.max_active_tokens = 3).await;
+    let date = one_date(&server.db).await;
+    let (user, token) = admitted_user(&server, "buyer").await;
+    charge(&server, user, "500000.00", None).await.data("chargeBalance");
+    let hold = held(&server, &token, date, 1).await;
+    pay(&server, &token, &[&hold], None).await.data("pay");
+    let (clean, report) = run_check(&server.db.url, 3);
+    assert!(clean, "{report}");
+    assert!(report.contains("ok: no invariant is broken"), "{report}");
+
+    let plants = [
+        ("UPDATE seats SET status = 'SOLD' WHERE number = 2", "a SOLD seat has exactly one PAID reservation"),
+        ("UPDATE users SET balance = balance + 1", "a balance equals the sum of its entries"),
+        ("UPDATE payments SET amount = amount - 1", "a payment's amount is the sum of its reservations"),
+        (
+            "INSERT INTO users (id, name, balance, created_at) \
+             SELECT UNHEX(REPLACE(UUID(), '-', '')), CONCAT('extra ', n), 0, NOW() \
+             FROM (SELECT 1 AS n UNION SELECT 2 UNION SELECT 3 UNION SELECT 4) four",
+            "",
+        ),
+        (
+            "INSERT INTO queue_tokens (seq, user_id, nonce, status, issued_at, admitted_at, expires_at) \
+             SELECT 100 + ROW_NUMBER() OVER (ORDER BY id), id, id, 'ACTIVE', NOW(6), NOW(6), NOW(6) + INTERVAL 1 HOUR \
+             FROM users WHERE name LIKE 'extra %'",
+            "",
+        ),
+    ];
+    for (sql, _) in &plants {
+        sql_execute(&server.db, sql).await;
+    }
+    let (clean, report) = run_check(&server.db.url, 3);
+    assert!(!clean, "check must fail:\n{report}");
+    for (_, rule) in plants.iter().filter(|(_, rule)| !rule.is_empty()) {
+        assert!(report.contains(rule), "missing {rule:?} in:\n{report}");
+    }
+    assert!(report.contains("above MAX_ACTIVE_TOKENS=3"), "{report}");
+}

@@ -1,0 +1,192 @@
+//! The HTTP surface: GraphiQL, health, readiness, limits, and errors that
+//! carry a code and no internals.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::TestServer;
+use common::fixtures::admitted_user;
+use serde_json::json;
+use ticket_reservation::AppState;
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_is_served_with_its_own_assets() {
+    let server = TestServer::start().await;
+    let page = server.http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("GraphiQL") && html.contains("/graphql/ws"));
+    for (asset, kind) in [
+        ("/graphiql/graphiql.min.js", "text/javascript"),
+        ("/graphiql/graphiql.min.css", "text/css"),
+        ("/graphiql/react.production.min.js", "text/javascript"),
+        ("/graphiql/react-dom.production.min.js", "text/javascript"),
+    ] {
+        assert!(html.contains(asset), "the page loads {asset}");
+        let response = server.http.get(server.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+    }
+    assert!(!html.contains("unpkg.com") && !html.contains("cdn."), "nothing from the internet");
+    let missing = server.http.get(server.url("/graphiql/nope.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+/// A TCP proxy to MariaDB that the test can cut and restore.
+struct CuttableProxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    async fn to(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (accepting, cuts) = (Arc::clone(&open), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_health_does_not() {
+    let db = common::TestDb::new().await;
+    let real = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap_or(3306));
+    let proxy = CuttableProxy::to(upstream).await;
+    let mut through_proxy = real.clone();
+    through_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    through_proxy.set_host(Some("127.0.0.1")).unwrap();
+    // Or mysql_async would notice a local server and move to its unix socket.
+    through_proxy.set_query(Some("prefer_socket=false"));
+    let state = AppState::start(common::test_config(through_proxy.as_str())).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, ticket_reservation::http::router(state)).into_future());
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        async move { http.get(format!("http://{addr}{path}")).send().await.unwrap().status().as_u16() }
+    };
+
+    assert_eq!(status("/readyz").await, 200);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the proxy drops its sockets
+    assert_eq!(status("/readyz").await, 503);
+    assert_eq!(status("/healthz").await, 200);
+    let answer: serde_json::Value = http
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": "mutation { registerUser(name: \"x\") { id } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "INTERNAL", "{answer}");
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status("/readyz").await != 200 {
+        assert!(std::time::Instant::now() < deadline, "ready again once the database is back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_get_invalid_input_and_oversize_gets_limit_exceeded() {
+    let server = TestServer::start().await;
+    let (_, token) = admitted_user(&server, "tester").await;
+    for broken in ["{ concerts { id ", "{ nosuchfield }", "query($x: Int) { concerts { id } }", "{ concerts }"] {
+        server.gql(broken, json!({}), Some(&token)).await.expect_code("INVALID_INPUT");
+    }
+    let deep = format!("{{ concerts {} }}", "{ dates { seats { concertDate { concert ".repeat(4) + "{ id }" + &" } } } }".repeat(4));
+    let deep = server.gql(&deep, json!({}), Some(&token)).await;
+    deep.expect_code("LIMIT_EXCEEDED");
+    let nobody = uuid::Uuid::nil();
+    let wide = format!(
+        "{{ {} }}",
+        (0..300).map(|i| format!("a{i}: user(id: \"{nobody}\") {{ id }}")).collect::<Vec<_>>().join(" ")
+    );
+    server.gql(&wide, json!({}), None).await.expect_code("LIMIT_EXCEEDED");
+    let long = format!("{{ __typename }} # {}", "x".repeat(20_000));
+    server.gql(&long, json!({}), None).await.expect_code("LIMIT_EXCEEDED");
+
+    let huge = server
+        .http
+        .post(server.url("/graphql"))
+        .json(&json!({"query": "{ __typename }", "variables": {"pad": "x".repeat(100_000)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413, "bodies are capped at 64 KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_runs_queries_but_never_mutations() {
+    let server = TestServer::start().await;
+    let query = server
+        .http
+        .get(server.url("/graphql"))
+        .query(&[("query", "{ __typename }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status(), 200);
+    assert_eq!(query.json::<serde_json::Value>().await.unwrap()["data"]["__typename"], "Query");
+    let mutation = server
+        .http
+        .get(server.url("/graphql"))
+        .query(&[("query", "mutation { registerUser(name: \"link\") { id } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mutation.status(), 405);
+    assert_eq!(common::fixtures::sql_number(&server.db, "SELECT COUNT(*) FROM users").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_errors_reveal_no_sql_and_no_paths() {
+    let server = TestServer::start().await;
+    let (_, token) = admitted_user(&server, "unlucky").await;
+    common::fixtures::sql_execute(&server.db, "RENAME TABLE concerts TO concerts_moved").await;
+    let answer = server.gql("{ concerts { id name } }", json!({}), Some(&token)).await;
+    answer.expect_code("INTERNAL");
+    let text = answer.0.to_string();
+    for leak in ["SELECT", "concerts`", "Table", "doesn't exist", ".rs", "diesel", "mysql"] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {text}");
+    }
+    common::fixtures::sql_execute(&server.db, "RENAME TABLE concerts_moved TO concerts").await;
+}
