@@ -1,5 +1,11 @@
 //! Holds: one winner per seat, the hold limit, lapses, and bad input.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::sync::Arc;

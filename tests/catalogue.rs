@@ -1,6 +1,12 @@
 //! Browsing the catalogue: what is on sale, what can be held, and what a
 //! nested query costs in SQL statements.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use common::TestServer;

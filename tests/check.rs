@@ -1,6 +1,12 @@
 //! `ticket-reservation check` finds nothing in a healthy database and finds
 //! each kind of damage planted in one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use common::fixtures::{admitted_user, charge, held, one_date, pay, sql_execute};
@@ -11,7 +17,9 @@ async fn check_passes_a_healthy_database_and_reports_planted_violations() {
     let server = TestServer::with_settings(|c| c.max_active_tokens = 3).await;
     let date = one_date(&server.db).await;
     let (user, token) = admitted_user(&server, "buyer").await;
-    charge(&server, user, "500000.00", None).await.data("chargeBalance");
+    charge(&server, user, "500000.00", None)
+        .await
+        .data("chargeBalance");
     let hold = held(&server, &token, date, 1).await;
     pay(&server, &token, &[&hold], None).await.data("pay");
     let (clean, report) = run_check(&server.db.url, 3);
@@ -19,9 +27,18 @@ async fn check_passes_a_healthy_database_and_reports_planted_violations() {
     assert!(report.contains("ok: no invariant is broken"), "{report}");
 
     let plants = [
-        ("UPDATE seats SET status = 'SOLD' WHERE number = 2", "a SOLD seat has exactly one PAID reservation"),
-        ("UPDATE users SET balance = balance + 1", "a balance equals the sum of its entries"),
-        ("UPDATE payments SET amount = amount - 1", "a payment's amount is the sum of its reservations"),
+        (
+            "UPDATE seats SET status = 'SOLD' WHERE number = 2",
+            "a SOLD seat has exactly one PAID reservation",
+        ),
+        (
+            "UPDATE users SET balance = balance + 1",
+            "a balance equals the sum of its entries",
+        ),
+        (
+            "UPDATE payments SET amount = amount - 1",
+            "a payment's amount is the sum of its reservations",
+        ),
         (
             "INSERT INTO users (id, name, balance, created_at) \
              SELECT UNHEX(REPLACE(UUID(), '-', '')), CONCAT('extra ', n), 0, NOW() \

@@ -1,6 +1,12 @@
 //! The HTTP surface: GraphiQL, health, readiness, limits, and errors that
 //! carry a code and no internals.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -30,11 +36,22 @@ async fn graphiql_is_served_with_its_own_assets() {
         assert!(html.contains(asset), "the page loads {asset}");
         let response = server.http.get(server.url(asset)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{asset}");
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(content_type.starts_with(kind), "{asset}: {content_type}");
     }
-    assert!(!html.contains("unpkg.com") && !html.contains("cdn."), "nothing from the internet");
-    let missing = server.http.get(server.url("/graphiql/nope.js")).send().await.unwrap();
+    assert!(
+        !html.contains("unpkg.com") && !html.contains("cdn."),
+        "nothing from the internet"
+    );
+    let missing = server
+        .http
+        .get(server.url("/graphiql/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -60,7 +77,9 @@ impl CuttableProxy {
                 let upstream = upstream.clone();
                 let mut cut = cuts.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
@@ -85,21 +104,34 @@ impl CuttableProxy {
 async fn readiness_follows_the_database_and_health_does_not() {
     let db = common::TestDb::new().await;
     let real = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap_or(3306));
+    let upstream = format!(
+        "{}:{}",
+        real.host_str().unwrap(),
+        real.port().unwrap_or(3306)
+    );
     let proxy = CuttableProxy::to(upstream).await;
     let mut through_proxy = real.clone();
     through_proxy.set_port(Some(proxy.addr.port())).unwrap();
     through_proxy.set_host(Some("127.0.0.1")).unwrap();
     // Or mysql_async would notice a local server and move to its unix socket.
     through_proxy.set_query(Some("prefer_socket=false"));
-    let state = AppState::start(common::test_config(through_proxy.as_str())).await.unwrap();
+    let state = AppState::start(common::test_config(through_proxy.as_str()))
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(axum::serve(listener, ticket_reservation::http::router(state)).into_future());
     let http = reqwest::Client::new();
     let status = |path: &'static str| {
         let http = http.clone();
-        async move { http.get(format!("http://{addr}{path}")).send().await.unwrap().status().as_u16() }
+        async move {
+            http.get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
 
     assert_eq!(status("/readyz").await, 200);
@@ -116,11 +148,17 @@ async fn readiness_follows_the_database_and_health_does_not() {
         .json()
         .await
         .unwrap();
-    assert_eq!(answer["errors"][0]["extensions"]["code"], "INTERNAL", "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "INTERNAL",
+        "{answer}"
+    );
     proxy.restore();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while status("/readyz").await != 200 {
-        assert!(std::time::Instant::now() < deadline, "ready again once the database is back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready again once the database is back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -129,20 +167,40 @@ async fn readiness_follows_the_database_and_health_does_not() {
 async fn client_mistakes_get_invalid_input_and_oversize_gets_limit_exceeded() {
     let server = TestServer::start().await;
     let (_, token) = admitted_user(&server, "tester").await;
-    for broken in ["{ concerts { id ", "{ nosuchfield }", "query($x: Int) { concerts { id } }", "{ concerts }"] {
-        server.gql(broken, json!({}), Some(&token)).await.expect_code("INVALID_INPUT");
+    for broken in [
+        "{ concerts { id ",
+        "{ nosuchfield }",
+        "query($x: Int) { concerts { id } }",
+        "{ concerts }",
+    ] {
+        server
+            .gql(broken, json!({}), Some(&token))
+            .await
+            .expect_code("INVALID_INPUT");
     }
-    let deep = format!("{{ concerts {} }}", "{ dates { seats { concertDate { concert ".repeat(4) + "{ id }" + &" } } } }".repeat(4));
+    let deep = format!(
+        "{{ concerts {} }}",
+        "{ dates { seats { concertDate { concert ".repeat(4) + "{ id }" + &" } } } }".repeat(4)
+    );
     let deep = server.gql(&deep, json!({}), Some(&token)).await;
     deep.expect_code("LIMIT_EXCEEDED");
     let nobody = uuid::Uuid::nil();
     let wide = format!(
         "{{ {} }}",
-        (0..300).map(|i| format!("a{i}: user(id: \"{nobody}\") {{ id }}")).collect::<Vec<_>>().join(" ")
+        (0..300)
+            .map(|i| format!("a{i}: user(id: \"{nobody}\") {{ id }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    server.gql(&wide, json!({}), None).await.expect_code("LIMIT_EXCEEDED");
+    server
+        .gql(&wide, json!({}), None)
+        .await
+        .expect_code("LIMIT_EXCEEDED");
     let long = format!("{{ __typename }} # {}", "x".repeat(20_000));
-    server.gql(&long, json!({}), None).await.expect_code("LIMIT_EXCEEDED");
+    server
+        .gql(&long, json!({}), None)
+        .await
+        .expect_code("LIMIT_EXCEEDED");
 
     let huge = server
         .http
@@ -165,7 +223,10 @@ async fn get_runs_queries_but_never_mutations() {
         .await
         .unwrap();
     assert_eq!(query.status(), 200);
-    assert_eq!(query.json::<serde_json::Value>().await.unwrap()["data"]["__typename"], "Query");
+    assert_eq!(
+        query.json::<serde_json::Value>().await.unwrap()["data"]["__typename"],
+        "Query"
+    );
     let mutation = server
         .http
         .get(server.url("/graphql"))
@@ -174,7 +235,10 @@ async fn get_runs_queries_but_never_mutations() {
         .await
         .unwrap();
     assert_eq!(mutation.status(), 405);
-    assert_eq!(common::fixtures::sql_number(&server.db, "SELECT COUNT(*) FROM users").await, 0);
+    assert_eq!(
+        common::fixtures::sql_number(&server.db, "SELECT COUNT(*) FROM users").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,10 +246,20 @@ async fn internal_errors_reveal_no_sql_and_no_paths() {
     let server = TestServer::start().await;
     let (_, token) = admitted_user(&server, "unlucky").await;
     common::fixtures::sql_execute(&server.db, "RENAME TABLE concerts TO concerts_moved").await;
-    let answer = server.gql("{ concerts { id name } }", json!({}), Some(&token)).await;
+    let answer = server
+        .gql("{ concerts { id name } }", json!({}), Some(&token))
+        .await;
     answer.expect_code("INTERNAL");
     let text = answer.0.to_string();
-    for leak in ["SELECT", "concerts`", "Table", "doesn't exist", ".rs", "diesel", "mysql"] {
+    for leak in [
+        "SELECT",
+        "concerts`",
+        "Table",
+        "doesn't exist",
+        ".rs",
+        "diesel",
+        "mysql",
+    ] {
         assert!(!text.contains(leak), "{leak:?} leaked: {text}");
     }
     common::fixtures::sql_execute(&server.db, "RENAME TABLE concerts_moved TO concerts").await;

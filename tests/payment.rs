@@ -1,5 +1,11 @@
 //! Paying for holds: all or nothing, once, against the balance.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::sync::Arc;

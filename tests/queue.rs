@@ -1,6 +1,12 @@
 //! The waiting line through the real server: fairness, exact positions, one
 //! token per user, the guard's codes, lapse and re-issue.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -1,6 +1,12 @@
 //! Two server processes on one database admit from one line: never more
 //! ACTIVE than the limit, always in order, each token once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

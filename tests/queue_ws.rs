@@ -1,5 +1,11 @@
 //! Following a place in line live over a real websocket.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use common::TestServer;

@@ -1,6 +1,12 @@
 //! `schema.graphql` is the code's schema, byte for byte, and the Diesel
 //! schema file matches what the migrations build.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -17,7 +23,8 @@ fn schema_graphql_is_what_print_schema_prints() {
         .expect("run print-schema");
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
     assert!(
         printed == committed,
         "schema.graphql is stale: run `cargo run -- print-schema > schema.graphql`"
@@ -25,23 +32,36 @@ fn schema_graphql_is_what_print_schema_prints() {
     assert_eq!(printed, ticket_reservation::graphql::sdl());
 }
 
-/// `table -> [(column, type as written in schema.rs)]`, from src/db/schema.rs.
-fn diesel_tables() -> BTreeMap<String, Vec<(String, String, Option<u64>)>> {
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/db/schema.rs")).unwrap();
+/// A column: its name, its Diesel type, its `max_length` if any.
+type ColumnShape = (String, String, Option<u64>);
+
+/// `table -> columns`, as src/db/schema.rs declares them.
+fn diesel_tables() -> BTreeMap<String, Vec<ColumnShape>> {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/db/schema.rs")).unwrap();
     let mut tables = BTreeMap::new();
-    let mut current: Option<(String, Vec<(String, String, Option<u64>)>)> = None;
+    let mut current: Option<(String, Vec<ColumnShape>)> = None;
     let mut max_length = None;
     for line in source.lines().map(str::trim) {
-        if let Some((name, _)) = line.split_once(" (").filter(|_| line.ends_with('{') && current.is_none()) {
+        if let Some((name, _)) = line
+            .split_once(" (")
+            .filter(|_| line.ends_with('{') && current.is_none())
+        {
             current = Some((name.to_owned(), Vec::new()));
         } else if let Some(length) = line.strip_prefix("#[max_length = ") {
             max_length = length.trim_end_matches(']').parse().ok();
-        } else if let (Some((_, columns)), Some((column, kind))) = (current.as_mut(), line.split_once(" -> ")) {
-            columns.push((column.to_owned(), kind.trim_end_matches(',').to_owned(), max_length.take()));
-        } else if line == "}" {
-            if let Some((name, columns)) = current.take() {
-                tables.insert(name, columns);
-            }
+        } else if let (Some((_, columns)), Some((column, kind))) =
+            (current.as_mut(), line.split_once(" -> "))
+        {
+            columns.push((
+                column.to_owned(),
+                kind.trim_end_matches(',').to_owned(),
+                max_length.take(),
+            ));
+        } else if line == "}"
+            && let Some((name, columns)) = current.take()
+        {
+            tables.insert(name, columns);
         }
     }
     tables
@@ -76,8 +96,16 @@ fn diesel_type(column: &Column) -> String {
         "datetime" => "Datetime",
         other => panic!("no mapping for {other}"),
     };
-    let kind = if unsigned { format!("Unsigned<{kind}>") } else { kind.to_owned() };
-    if column.is_nullable == "YES" { format!("Nullable<{kind}>") } else { kind }
+    let kind = if unsigned {
+        format!("Unsigned<{kind}>")
+    } else {
+        kind.to_owned()
+    };
+    if column.is_nullable == "YES" {
+        format!("Nullable<{kind}>")
+    } else {
+        kind
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,27 +122,49 @@ async fn the_diesel_schema_matches_the_migrated_database() {
     .load(&mut conn)
     .await
     .unwrap();
-    let mut database: BTreeMap<String, Vec<(String, String, Option<u64>)>> = BTreeMap::new();
+    let mut database: BTreeMap<String, Vec<ColumnShape>> = BTreeMap::new();
     for column in &columns {
         // print-schema writes max_length for text and binary columns alike.
-        let length = column.max_length.filter(|_| column.column_type.contains("char") || column.column_type.contains("binary"));
+        let length = column.max_length.filter(|_| {
+            column.column_type.contains("char") || column.column_type.contains("binary")
+        });
         let length = length.filter(|_| !column.column_type.starts_with("binary"));
-        database.entry(column.table_name.clone()).or_default().push((
-            column.column_name.clone(),
-            diesel_type(column),
-            length.map(|l| l as u64),
-        ));
+        database
+            .entry(column.table_name.clone())
+            .or_default()
+            .push((
+                column.column_name.clone(),
+                diesel_type(column),
+                length.map(|l| l as u64),
+            ));
     }
     let declared = diesel_tables();
-    assert_eq!(declared.keys().collect::<Vec<_>>(), database.keys().collect::<Vec<_>>(), "tables");
+    assert_eq!(
+        declared.keys().collect::<Vec<_>>(),
+        database.keys().collect::<Vec<_>>(),
+        "tables"
+    );
     for (table, columns) in &declared {
-        let strip = |cols: &Vec<(String, String, Option<u64>)>| -> Vec<(String, String)> {
-            cols.iter().map(|(name, kind, _)| (name.clone(), kind.clone())).collect()
+        let strip = |cols: &Vec<ColumnShape>| -> Vec<(String, String)> {
+            cols.iter()
+                .map(|(name, kind, _)| (name.clone(), kind.clone()))
+                .collect()
         };
-        assert_eq!(strip(columns), strip(&database[table]), "columns of {table}");
-        let lengths = |cols: &Vec<(String, String, Option<u64>)>| -> Vec<Option<u64>> {
-            cols.iter().filter(|(_, kind, _)| kind.contains("char")).map(|(_, _, l)| *l).collect()
+        assert_eq!(
+            strip(columns),
+            strip(&database[table]),
+            "columns of {table}"
+        );
+        let lengths = |cols: &Vec<ColumnShape>| -> Vec<Option<u64>> {
+            cols.iter()
+                .filter(|(_, kind, _)| kind.contains("char"))
+                .map(|(_, _, l)| *l)
+                .collect()
         };
-        assert_eq!(lengths(columns), lengths(&database[table]), "text lengths of {table}");
+        assert_eq!(
+            lengths(columns),
+            lengths(&database[table]),
+            "text lengths of {table}"
+        );
     }
 }

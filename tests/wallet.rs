@@ -1,5 +1,11 @@
 //! Users and balances: exact amounts, charges applied once, the cap.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The connection pool, the embedded migrations and the Diesel schema.
 
-pub mod schema;
 mod monitor;
+pub mod schema;
 mod types;
 
 use std::sync::Arc;

@@ -69,7 +69,9 @@ impl Instrumentation for MonitoringInstrumentation {
             InstrumentationEvent::FinishQuery {
                 error: Some(error), ..
             } if is_link_failure(error) => {
-                self.0.last_link_failure_ms.store(now_ms(), Ordering::Relaxed);
+                self.0
+                    .last_link_failure_ms
+                    .store(now_ms(), Ordering::Relaxed);
             }
             _ => {}
         }
