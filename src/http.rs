@@ -48,6 +48,7 @@ pub fn router(app: AppState) -> Router {
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -153,6 +154,67 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// A few gauges and counters in the Prometheus text format, for operators
+/// and for the benchmarks' statements-per-operation figures.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let app = &state.app;
+    let line = app.queue.last_snapshot().counters;
+    let pool = app.pool.status();
+    let samples = [
+        (
+            "sql_statements_total",
+            "counter",
+            "SQL statements sent",
+            app.db_monitor.statements(),
+        ),
+        (
+            "admission_turns_total",
+            "counter",
+            "admission turns this process ran",
+            app.queue
+                .admission_turns
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "queue_subscribers",
+            "gauge",
+            "live queueStatus subscriptions",
+            app.queue.subscriber_count(),
+        ),
+        (
+            "queue_last_issued_seq",
+            "gauge",
+            "the newest token's number, as last read",
+            line.last_issued_seq,
+        ),
+        (
+            "queue_admitted_through_seq",
+            "gauge",
+            "tokens admitted through this number, as last read",
+            line.admitted_through_seq,
+        ),
+        (
+            "db_pool_connections",
+            "gauge",
+            "open database connections",
+            pool.size as u64,
+        ),
+        (
+            "db_pool_idle",
+            "gauge",
+            "idle database connections",
+            pool.available as u64,
+        ),
+    ];
+    let text: String = samples
+        .iter()
+        .map(|(name, kind, help, value)| {
+            format!("# HELP ticket_reservation_{name} {help}\n# TYPE ticket_reservation_{name} {kind}\nticket_reservation_{name} {value}\n")
+        })
+        .collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn graphiql() -> Html<&'static str> {

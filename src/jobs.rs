@@ -39,6 +39,10 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
         }
         match queue::service::admit_waiting(&state.pool, state.queue.settings, clock::now()).await {
             Ok(turn) => {
+                state
+                    .queue
+                    .admission_turns
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if turn.admitted > 0 {
                     let through = turn.counters.admitted_through_seq;
                     tracing::debug!(admitted = turn.admitted, through, "admission turn");

@@ -1,5 +1,4 @@
 ALTER TABLE idempotency_keys DROP FOREIGN KEY idempotency_keys_payment;
 ALTER TABLE balance_entries DROP FOREIGN KEY balance_entries_payment;
-ALTER TABLE seats DROP FOREIGN KEY seats_held_by;
 DROP TABLE reservations;
 DROP TABLE payments;

@@ -39,8 +39,11 @@ CREATE TABLE reservations (
     CONSTRAINT reservations_paid_has_payment CHECK ((status = 'PAID') = (payment_id IS NOT NULL))
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
-ALTER TABLE seats
-    ADD CONSTRAINT seats_held_by FOREIGN KEY (held_by_reservation_id) REFERENCES reservations (id);
+-- seats.held_by_reservation_id has no foreign key on purpose: a hold takes
+-- the seat's row lock first (the one write that decides the race) and only
+-- then inserts its reservation, so that concurrent callers queue on one
+-- exclusive lock instead of upgrading shared foreign-key locks into
+-- deadlocks. `ticket-reservation check` verifies the reference instead.
 ALTER TABLE balance_entries
     ADD CONSTRAINT balance_entries_payment FOREIGN KEY (payment_id) REFERENCES payments (id);
 ALTER TABLE idempotency_keys

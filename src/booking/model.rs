@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use crate::catalogue::model::{SeatRow, SeatStatus, holdable_at};
-use crate::db::DbUuid;
 use crate::db::schema::{concert_dates, payments, reservations, seats};
+use crate::db::{DbUuid, Prepared};
 use crate::text_enum;
 
 #[derive(
@@ -105,8 +105,7 @@ pub async fn insert_reservation(
     conn: &mut AsyncMysqlConnection,
     reservation: &ReservationRow,
 ) -> QueryResult<()> {
-    diesel::insert_into(reservations::table)
-        .values(reservation)
+    Prepared(diesel::insert_into(reservations::table).values(reservation))
         .execute(conn)
         .await
         .map(drop)
@@ -122,14 +121,15 @@ pub async fn take_seat(
     held_until: NaiveDateTime,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let taken = diesel::update(seats::table.find(seat_id).filter(holdable_at(now)))
-        .set((
+    let taken = Prepared(
+        diesel::update(seats::table.find(seat_id).filter(holdable_at(now))).set((
             seats::status.eq(SeatStatus::Held),
             seats::held_by_reservation_id.eq(Some(reservation)),
             seats::held_until.eq(Some(held_until)),
-        ))
-        .execute(conn)
-        .await?;
+        )),
+    )
+    .execute(conn)
+    .await?;
     Ok(taken == 1)
 }
 
@@ -150,13 +150,15 @@ pub async fn lock_reservations(
     conn: &mut AsyncMysqlConnection,
     ids: &[DbUuid],
 ) -> QueryResult<Vec<ReservationRow>> {
-    reservations::table
-        .filter(reservations::id.eq_any(ids))
-        .order(reservations::id)
-        .select(ReservationRow::as_select())
-        .for_update()
-        .load(conn)
-        .await
+    Prepared(
+        reservations::table
+            .filter(reservations::id.eq_any(ids))
+            .order(reservations::id)
+            .select(ReservationRow::as_select())
+            .for_update(),
+    )
+    .load(conn)
+    .await
 }
 
 /// Marks the seats of these live holds SOLD. Returns how many it sold; fewer
@@ -167,18 +169,20 @@ pub async fn sell_seats(
     holds: &[DbUuid],
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        seats::table
-            .filter(seats::id.eq_any(seat_ids))
-            .filter(seats::status.eq(SeatStatus::Held))
-            .filter(seats::held_by_reservation_id.eq_any(holds))
-            .filter(seats::held_until.gt(now)),
+    Prepared(
+        diesel::update(
+            seats::table
+                .filter(seats::id.eq_any(seat_ids))
+                .filter(seats::status.eq(SeatStatus::Held))
+                .filter(seats::held_by_reservation_id.eq_any(holds))
+                .filter(seats::held_until.gt(now)),
+        )
+        .set((
+            seats::status.eq(SeatStatus::Sold),
+            seats::held_by_reservation_id.eq(None::<DbUuid>),
+            seats::held_until.eq(None::<NaiveDateTime>),
+        )),
     )
-    .set((
-        seats::status.eq(SeatStatus::Sold),
-        seats::held_by_reservation_id.eq(None::<DbUuid>),
-        seats::held_until.eq(None::<NaiveDateTime>),
-    ))
     .execute(conn)
     .await
 }
@@ -199,13 +203,14 @@ pub async fn mark_paid(
     ids: &[DbUuid],
     payment: DbUuid,
 ) -> QueryResult<usize> {
-    diesel::update(reservations::table.filter(reservations::id.eq_any(ids)))
-        .set((
+    Prepared(
+        diesel::update(reservations::table.filter(reservations::id.eq_any(ids))).set((
             reservations::status.eq(ReservationStatus::Paid),
             reservations::payment_id.eq(Some(payment)),
-        ))
-        .execute(conn)
-        .await
+        )),
+    )
+    .execute(conn)
+    .await
 }
 
 pub async fn find_payment(
@@ -225,12 +230,14 @@ pub async fn expire_lapsed_reservations(
     conn: &mut AsyncMysqlConnection,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        reservations::table
-            .filter(reservations::status.eq(ReservationStatus::Held))
-            .filter(reservations::held_until.le(now)),
+    Prepared(
+        diesel::update(
+            reservations::table
+                .filter(reservations::status.eq(ReservationStatus::Held))
+                .filter(reservations::held_until.le(now)),
+        )
+        .set(reservations::status.eq(ReservationStatus::Expired)),
     )
-    .set(reservations::status.eq(ReservationStatus::Expired))
     .execute(conn)
     .await
 }
@@ -240,16 +247,18 @@ pub async fn release_lapsed_seats(
     conn: &mut AsyncMysqlConnection,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        seats::table
-            .filter(seats::status.eq(SeatStatus::Held))
-            .filter(seats::held_until.le(now)),
+    Prepared(
+        diesel::update(
+            seats::table
+                .filter(seats::status.eq(SeatStatus::Held))
+                .filter(seats::held_until.le(now)),
+        )
+        .set((
+            seats::status.eq(SeatStatus::Available),
+            seats::held_by_reservation_id.eq(None::<DbUuid>),
+            seats::held_until.eq(None::<NaiveDateTime>),
+        )),
     )
-    .set((
-        seats::status.eq(SeatStatus::Available),
-        seats::held_by_reservation_id.eq(None::<DbUuid>),
-        seats::held_until.eq(None::<NaiveDateTime>),
-    ))
     .execute(conn)
     .await
 }

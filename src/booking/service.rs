@@ -96,12 +96,14 @@ async fn hold_in_transaction(
         held_until,
         payment_id: None,
     };
-    model::insert_reservation(conn, &reservation).await?;
+    // The seat's row lock first: concurrent callers queue on it behind the
+    // winner, then match nothing and fail without a deadlock.
     if !model::take_seat(conn, found.seat.id, reservation.id, held_until, now).await? {
         return Err(AppError::SeatUnavailable(
             "someone else took this seat first",
         ));
     }
+    model::insert_reservation(conn, &reservation).await?;
     Ok(reservation)
 }
 

@@ -1,6 +1,7 @@
 //! The connection pool, the embedded migrations and the Diesel schema.
 
 mod monitor;
+mod prepared;
 pub mod schema;
 mod types;
 
@@ -18,6 +19,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 pub use monitor::DbMonitor;
+pub use prepared::Prepared;
 pub use types::DbUuid;
 
 use crate::error::{AppError, AppResult};

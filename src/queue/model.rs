@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Unsigned};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
-use crate::db::DbUuid;
 use crate::db::schema::{queue_state, queue_tokens};
+use crate::db::{DbUuid, Prepared};
 use crate::text_enum;
 
 /// The stored status of a token. An ACTIVE row whose `expires_at` has passed
@@ -88,14 +88,13 @@ pub async fn save_counters(
     conn: &mut AsyncMysqlConnection,
     counters: QueueCounters,
 ) -> QueryResult<()> {
-    diesel::update(queue_state::table.find(STATE_ROW))
-        .set((
-            queue_state::last_issued_seq.eq(counters.last_issued_seq),
-            queue_state::admitted_through_seq.eq(counters.admitted_through_seq),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    Prepared(diesel::update(queue_state::table.find(STATE_ROW)).set((
+        queue_state::last_issued_seq.eq(counters.last_issued_seq),
+        queue_state::admitted_through_seq.eq(counters.admitted_through_seq),
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Tokens by sequence number, each with the admission cursor read in the
@@ -148,12 +147,14 @@ pub async fn expire_lapsed_tokens(
     conn: &mut AsyncMysqlConnection,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        queue_tokens::table
-            .filter(queue_tokens::status.eq(TokenStatus::Active))
-            .filter(queue_tokens::expires_at.le(now)),
+    Prepared(
+        diesel::update(
+            queue_tokens::table
+                .filter(queue_tokens::status.eq(TokenStatus::Active))
+                .filter(queue_tokens::expires_at.le(now)),
+        )
+        .set(queue_tokens::status.eq(TokenStatus::Expired)),
     )
-    .set(queue_tokens::status.eq(TokenStatus::Expired))
     .execute(conn)
     .await
 }
@@ -225,14 +226,13 @@ pub async fn end_token(
     seq: u64,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    diesel::update(queue_tokens::table.find(seq))
-        .set((
-            queue_tokens::status.eq(TokenStatus::Expired),
-            queue_tokens::expires_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    Prepared(diesel::update(queue_tokens::table.find(seq)).set((
+        queue_tokens::status.eq(TokenStatus::Expired),
+        queue_tokens::expires_at.eq(now),
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Shortens an ACTIVE, unlapsed token to end no later than `lapse` (a new
@@ -244,18 +244,20 @@ pub async fn cap_active_token(
     now: NaiveDateTime,
     lapse: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let capped = diesel::update(
-        queue_tokens::table
-            .find(seq)
-            .filter(queue_tokens::status.eq(TokenStatus::Active))
-            .filter(queue_tokens::expires_at.gt(now)),
-    )
-    .set(
-        queue_tokens::expires_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<Datetime>>(
-            "LEAST(expires_at, ",
+    let capped = Prepared(
+        diesel::update(
+            queue_tokens::table
+                .find(seq)
+                .filter(queue_tokens::status.eq(TokenStatus::Active))
+                .filter(queue_tokens::expires_at.gt(now)),
         )
-        .bind::<Datetime, _>(lapse)
-        .sql(")")),
+        .set(
+            queue_tokens::expires_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<Datetime>>(
+                "LEAST(expires_at, ",
+            )
+            .bind::<Datetime, _>(lapse)
+            .sql(")")),
+        ),
     )
     .execute(conn)
     .await?;

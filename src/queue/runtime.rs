@@ -3,7 +3,8 @@
 //! admission rate that estimates waits.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -56,6 +57,10 @@ pub struct QueueRuntime {
     admissions: Mutex<AdmissionRate>,
     /// Wakes the admission loop early, e.g. when a payment frees a slot.
     pub admission_wakeup: Notify,
+    /// Admission turns this process has run, for /metrics.
+    pub admission_turns: AtomicU64,
+    /// Live `queueStatus` subscriptions in this process, for /metrics.
+    subscribers: AtomicU64,
 }
 
 impl QueueRuntime {
@@ -105,6 +110,8 @@ impl QueueRuntime {
             snapshot,
             admissions: Mutex::new(AdmissionRate::default()),
             admission_wakeup: Notify::new(),
+            admission_turns: AtomicU64::new(0),
+            subscribers: AtomicU64::new(0),
         }
     }
 
@@ -167,6 +174,20 @@ impl QueueRuntime {
         self.snapshot.subscribe()
     }
 
+    /// Counts a subscriber for as long as the returned guard lives.
+    pub fn subscriber(self: &Arc<Self>) -> SubscriberGuard {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(Arc::clone(self))
+    }
+
+    pub fn subscriber_count(&self) -> u64 {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    pub fn last_snapshot(&self) -> QueueSnapshot {
+        *self.snapshot.borrow()
+    }
+
     /// Records counters read from the database: they feed the admission rate
     /// and, when the cursor moved, every subscriber of this process.
     pub fn publish(&self, counters: QueueCounters) {
@@ -207,6 +228,14 @@ impl QueueRuntime {
             .unwrap_or(0.0);
         let rate = observed.max(guaranteed);
         (position as f64 / rate).ceil() as u64
+    }
+}
+
+pub struct SubscriberGuard(Arc<QueueRuntime>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

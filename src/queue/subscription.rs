@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::graphql::QueueToken;
 use super::model::TokenRow;
-use super::runtime::{QueueRuntime, QueueSnapshot};
+use super::runtime::{QueueRuntime, QueueSnapshot, SubscriberGuard};
 use super::service::TokenState;
 use super::token::TokenClaims;
 use crate::clock;
@@ -42,6 +42,7 @@ impl QueueSubscription {
         let claims = queue.verify(&bearer)?;
         let follower = Follower {
             snapshots: queue.snapshots(),
+            _counted: queue.subscriber(),
             queue,
             claims,
             waiting: None,
@@ -61,6 +62,7 @@ struct Follower {
     /// The row and last position sent while the token waits.
     waiting: Option<(TokenRow, u64)>,
     finished: bool,
+    _counted: SubscriberGuard,
 }
 
 impl Follower {

@@ -6,8 +6,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
-use crate::db::DbUuid;
 use crate::db::schema::{balance_entries, idempotency_keys, users};
+use crate::db::{DbUuid, Prepared};
 use crate::text_enum;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -122,12 +122,14 @@ pub async fn credit(
     amount: &BigDecimal,
     cap: &BigDecimal,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(
-        users::table
-            .find(user)
-            .filter((users::balance + amount.clone()).le(cap.clone())),
+    let changed = Prepared(
+        diesel::update(
+            users::table
+                .find(user)
+                .filter((users::balance + amount.clone()).le(cap.clone())),
+        )
+        .set(users::balance.eq(users::balance + amount.clone())),
     )
-    .set(users::balance.eq(users::balance + amount.clone()))
     .execute(conn)
     .await?;
     Ok(changed == 1)
@@ -140,12 +142,14 @@ pub async fn debit(
     user: DbUuid,
     amount: &BigDecimal,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(
-        users::table
-            .find(user)
-            .filter(users::balance.ge(amount.clone())),
+    let changed = Prepared(
+        diesel::update(
+            users::table
+                .find(user)
+                .filter(users::balance.ge(amount.clone())),
+        )
+        .set(users::balance.eq(users::balance - amount.clone())),
     )
-    .set(users::balance.eq(users::balance - amount.clone()))
     .execute(conn)
     .await?;
     Ok(changed == 1)
@@ -164,8 +168,7 @@ pub async fn insert_entry(
     conn: &mut AsyncMysqlConnection,
     entry: &NewBalanceEntry,
 ) -> QueryResult<()> {
-    diesel::insert_into(balance_entries::table)
-        .values(entry)
+    Prepared(diesel::insert_into(balance_entries::table).values(entry))
         .execute(conn)
         .await
         .map(drop)
@@ -229,9 +232,11 @@ pub async fn record_key_payment(
     key: &str,
     payment: DbUuid,
 ) -> QueryResult<()> {
-    diesel::update(idempotency_keys::table.find((user, KeyScope::Pay, key)))
-        .set(idempotency_keys::payment_id.eq(Some(payment)))
-        .execute(conn)
-        .await
-        .map(drop)
+    Prepared(
+        diesel::update(idempotency_keys::table.find((user, KeyScope::Pay, key)))
+            .set(idempotency_keys::payment_id.eq(Some(payment))),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
