@@ -3,6 +3,13 @@
 //!
 //! cargo bench --bench booking            (DATABASE_URL picks the server)
 
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a load generator prints its figures and stops on a broken setup"
+)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,12 @@ use ticket_reservation::error::AppResult;
 use ticket_reservation::{AppState, check, clock, db, graphql, server};
 use tracing_subscriber::EnvFilter;
 
+/// A server allocates many small, short-lived objects per request on every
+/// worker thread; mimalloc's per-thread heaps make that cheaper than glibc's
+/// malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ticket-reservation", version, about)]
 struct Cli {

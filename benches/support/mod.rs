@@ -244,9 +244,11 @@ pub async fn insert_tokens(
         for (i, user) in chunk.iter().enumerate() {
             let seq = first_seq + (chunk_index * 2000 + i) as u64;
             let nonce: [u8; 16] = rand::random();
+            let issued_at = ticket_reservation::clock::now();
             tokens.push(signer.sign(&TokenClaims {
                 seq,
                 user_id: *user,
+                issued_at,
                 nonce,
             }));
             let (status, admitted, expires) = if active {
@@ -259,9 +261,10 @@ pub async fn insert_tokens(
                 ("WAITING", "NULL", "NULL")
             };
             values.push(format!(
-                "({seq}, UNHEX('{}'), UNHEX('{}'), '{status}', UTC_TIMESTAMP(6), {admitted}, {expires})",
+                "({seq}, UNHEX('{}'), UNHEX('{}'), '{status}', '{}', {admitted}, {expires})",
                 user.simple(),
-                hex(&nonce)
+                hex(&nonce),
+                issued_at.format("%Y-%m-%d %H:%M:%S%.6f"),
             ));
         }
         conn.query_drop(format!(
@@ -431,16 +434,31 @@ where
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The database server's process id, when it runs on this machine.
 pub fn database_pid() -> Option<u32> {
-    let output = Command::new("pidof").args(["mariadbd", "mysqld"]).output().ok()?;
-    String::from_utf8_lossy(&output.stdout).split_whitespace().next()?.parse().ok()
+    let output = Command::new("pidof")
+        .args(["mariadbd", "mysqld"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Where the CPU went during a phase: the server, the database, this load
@@ -459,7 +477,11 @@ impl CpuMeter {
             database.map(cpu_seconds).unwrap_or(0.0),
             cpu_seconds(std::process::id()),
         );
-        Self { server: server.pid(), database, start }
+        Self {
+            server: server.pid(),
+            database,
+            start,
+        }
     }
 
     /// "cpu per op: server X us, database Y us, load generator Z us".
@@ -472,4 +494,24 @@ impl CpuMeter {
             per(cpu_seconds(std::process::id()), self.start.2),
         )
     }
+}
+
+/// POSTs a ready-made JSON body and returns the raw answer: for the
+/// highest-rate phases, so that the load generator spends as little CPU
+/// per request as it can and the server gets the machine.
+pub async fn post_raw(
+    http: &reqwest::Client,
+    url: &str,
+    body: bytes::Bytes,
+    token: &str,
+) -> BenchResult<bytes::Bytes> {
+    Ok(http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await?
+        .bytes()
+        .await?)
 }

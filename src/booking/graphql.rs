@@ -23,7 +23,7 @@ impl Reservation {
 
     async fn seat(&self, ctx: &Context<'_>) -> Result<Seat> {
         ctx.scope()
-            .catalogue
+            .catalogue()
             .load_one(SeatKey(self.0.seat_id))
             .await
             .map_err(shared_error)?
@@ -56,7 +56,7 @@ impl Reservation {
         };
         let row = ctx
             .scope()
-            .booking
+            .booking()
             .load_one(PaymentKey(payment.0))
             .await
             .map_err(shared_error)?;
@@ -83,7 +83,7 @@ impl Payment {
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         let rows = ctx
             .scope()
-            .booking
+            .booking()
             .load_one(ReservationsOfPayment(self.0.id.0))
             .await
             .map_err(shared_error)?;

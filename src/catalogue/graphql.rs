@@ -33,7 +33,7 @@ impl Concert {
     async fn dates(&self, ctx: &Context<'_>) -> Result<Vec<ConcertDate>> {
         let dates = ctx
             .scope()
-            .catalogue
+            .catalogue()
             .load_one(DatesOfConcert(self.0.id))
             .await
             .map_err(shared_error)?;
@@ -53,7 +53,7 @@ impl ConcertDate {
 
     async fn concert(&self, ctx: &Context<'_>) -> Result<Concert> {
         ctx.scope()
-            .catalogue
+            .catalogue()
             .load_one(ConcertKey(self.0.concert_id))
             .await
             .map_err(shared_error)?
@@ -82,7 +82,7 @@ impl ConcertDate {
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
         let seats = ctx
             .scope()
-            .catalogue
+            .catalogue()
             .load_one(SeatsOfDate(self.0.id))
             .await
             .map_err(shared_error)?;
@@ -94,7 +94,7 @@ impl ConcertDate {
     async fn seat_counts(&self, ctx: &Context<'_>) -> Result<super::loader::SeatCounts> {
         let counts = ctx
             .scope()
-            .catalogue
+            .catalogue()
             .load_one(SeatCountsOfDate(self.0.id))
             .await
             .map_err(shared_error)?;
@@ -123,7 +123,7 @@ impl Seat {
 
     async fn concert_date(&self, ctx: &Context<'_>) -> Result<ConcertDate> {
         ctx.scope()
-            .catalogue
+            .catalogue()
             .load_one(ConcertDateKey(self.0.concert_date_id))
             .await
             .map_err(shared_error)?

@@ -2,7 +2,7 @@
 //! bearer token of the request or websocket connection, and the per-request
 //! scope (its instant and its dataloaders).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
@@ -12,6 +12,7 @@ use super::loading::LoaderTasks;
 use crate::AppState;
 use crate::booking::loader::BookingLoader;
 use crate::catalogue::loader::CatalogueLoader;
+use crate::db::DbPool;
 use crate::error::{AppError, AppResult};
 use crate::queue::token::TokenClaims;
 use crate::wallet::loader::WalletLoader;
@@ -34,36 +35,51 @@ impl Bearer {
     }
 }
 
-/// Built once per GraphQL request, whatever the transport.
+/// Built once per GraphQL request, whatever the transport. The loaders are
+/// made on first use: most requests need none, and a websocket subscriber
+/// should not carry three of them for its whole life.
 pub struct RequestScope {
     /// The request's instant: every lapse in one response is judged by it.
     pub now: NaiveDateTime,
-    pub catalogue: DataLoader<CatalogueLoader>,
-    pub booking: DataLoader<BookingLoader>,
-    pub wallet: DataLoader<WalletLoader>,
+    pool: DbPool,
+    catalogue: OnceLock<DataLoader<CatalogueLoader>>,
+    booking: OnceLock<DataLoader<BookingLoader>>,
+    wallet: OnceLock<DataLoader<WalletLoader>>,
     /// Where the loaders' batches wait for the request's task to run them.
     pub batches: LoaderTasks,
 }
 
 impl RequestScope {
     pub fn new(state: &AppState, now: NaiveDateTime) -> Self {
-        let batches = LoaderTasks::default();
-        // The batches run when the resolvers have all asked (see `loading`),
-        // so there is nothing to wait for.
-        let no_delay = std::time::Duration::ZERO;
         Self {
             now,
-            catalogue: DataLoader::new(
-                CatalogueLoader::new(state.pool.clone(), now),
-                batches.spawner(),
-            )
-            .delay(no_delay),
-            booking: DataLoader::new(BookingLoader::new(state.pool.clone()), batches.spawner())
-                .delay(no_delay),
-            wallet: DataLoader::new(WalletLoader::new(state.pool.clone()), batches.spawner())
-                .delay(no_delay),
-            batches,
+            pool: state.pool.clone(),
+            catalogue: OnceLock::new(),
+            booking: OnceLock::new(),
+            wallet: OnceLock::new(),
+            batches: LoaderTasks::default(),
         }
+    }
+
+    /// The batches run when the resolvers have all asked (see `loading`),
+    /// so there is no delay to wait out.
+    fn loader<T: Send + Sync + 'static>(&self, loader: T) -> DataLoader<T> {
+        DataLoader::new(loader, self.batches.spawner()).delay(std::time::Duration::ZERO)
+    }
+
+    pub fn catalogue(&self) -> &DataLoader<CatalogueLoader> {
+        self.catalogue
+            .get_or_init(|| self.loader(CatalogueLoader::new(self.pool.clone(), self.now)))
+    }
+
+    pub fn booking(&self) -> &DataLoader<BookingLoader> {
+        self.booking
+            .get_or_init(|| self.loader(BookingLoader::new(self.pool.clone())))
+    }
+
+    pub fn wallet(&self) -> &DataLoader<WalletLoader> {
+        self.wallet
+            .get_or_init(|| self.loader(WalletLoader::new(self.pool.clone())))
     }
 }
 

@@ -4,7 +4,7 @@
 //! `AppError`, while what async-graphql itself reports (syntax, validation,
 //! argument coercion, limits) arrives without one and is classified here.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use super::context::RequestScope;
+use super::documents::DocumentCache;
 use crate::AppState;
 use crate::clock;
 
@@ -29,11 +30,30 @@ const LIMIT_MESSAGES: [&str; 4] = [
     "The number of directives on the field",
 ];
 
-pub struct RequestSetup;
+/// Made once with the schema; makes one `RequestSetup` per request.
+#[derive(Default)]
+pub struct RequestSetupFactory {
+    documents: Arc<DocumentCache>,
+}
 
-impl ExtensionFactory for RequestSetup {
+impl ExtensionFactory for RequestSetupFactory {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestSetup)
+        Arc::new(RequestSetup {
+            documents: Arc::clone(&self.documents),
+            query: Mutex::new(None),
+        })
+    }
+}
+
+pub struct RequestSetup {
+    documents: Arc<DocumentCache>,
+    /// This request's query text, when it is one the cache keeps.
+    query: Mutex<Option<String>>,
+}
+
+impl RequestSetup {
+    fn cached_query(&self) -> Option<String> {
+        self.query.lock().ok()?.clone()
     }
 }
 
@@ -70,7 +90,18 @@ impl Extension for RequestSetup {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        next.run(ctx, query, variables).await.map_err(classify)
+        if !DocumentCache::cacheable(query) {
+            return next.run(ctx, query, variables).await.map_err(classify);
+        }
+        if let Ok(mut slot) = self.query.lock() {
+            *slot = Some(query.to_owned());
+        }
+        if let Some(document) = self.documents.document(query) {
+            return Ok(document);
+        }
+        let document = next.run(ctx, query, variables).await.map_err(classify)?;
+        self.documents.remember(query, &document);
+        Ok(document)
     }
 
     async fn validation(
@@ -78,9 +109,18 @@ impl Extension for RequestSetup {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx)
+        let query = self.cached_query();
+        if let Some(result) = query.as_deref().and_then(|q| self.documents.validation(q)) {
+            return Ok(result);
+        }
+        let result = next
+            .run(ctx)
             .await
-            .map_err(|errors| errors.into_iter().map(classify).collect())
+            .map_err(|errors| errors.into_iter().map(classify).collect::<Vec<_>>())?;
+        if let Some(query) = query {
+            self.documents.remember_validation(&query, result);
+        }
+        Ok(result)
     }
 
     async fn execute(

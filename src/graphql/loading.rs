@@ -78,7 +78,7 @@ impl LoaderTasks {
 /// woke itself to go on) from one that waits on something else.
 struct NoticingWaker {
     woken: AtomicBool,
-    inner: Waker,
+    inner: Mutex<Waker>,
 }
 
 impl Wake for NoticingWaker {
@@ -88,13 +88,17 @@ impl Wake for NoticingWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        self.inner.wake_by_ref();
+        if let Ok(inner) = self.inner.lock() {
+            inner.wake_by_ref();
+        }
     }
 }
 
 struct Batches {
     tasks: LoaderTasks,
     running: FuturesUnordered<Batch>,
+    /// Made on the first poll and kept: one allocation per request.
+    noticing: Option<(Arc<NoticingWaker>, Waker)>,
 }
 
 impl Batches {
@@ -102,6 +106,7 @@ impl Batches {
         Self {
             tasks,
             running: FuturesUnordered::new(),
+            noticing: None,
         }
     }
 
@@ -113,12 +118,21 @@ impl Batches {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> (Poll<T>, bool) {
-        let noticing = Arc::new(NoticingWaker {
-            woken: AtomicBool::new(false),
-            inner: cx.waker().clone(),
+        let (noticing, waker) = self.noticing.get_or_insert_with(|| {
+            let noticing = Arc::new(NoticingWaker {
+                woken: AtomicBool::new(false),
+                inner: Mutex::new(cx.waker().clone()),
+            });
+            let waker = Waker::from(Arc::clone(&noticing));
+            (noticing, waker)
         });
-        let waker = Waker::from(Arc::clone(&noticing));
-        let polled = poll(&mut Context::from_waker(&waker));
+        if let Ok(mut inner) = noticing.inner.lock()
+            && !inner.will_wake(cx.waker())
+        {
+            *inner = cx.waker().clone();
+        }
+        noticing.woken.store(false, Ordering::SeqCst);
+        let polled = poll(&mut Context::from_waker(waker));
         let busy = polled.is_pending() && noticing.woken.load(Ordering::SeqCst);
         (polled, busy)
     }

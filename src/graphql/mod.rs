@@ -2,6 +2,7 @@
 //! limits, and the extension that gives every error its contract code.
 
 pub mod context;
+mod documents;
 mod extension;
 pub mod guard;
 mod loading;
@@ -46,7 +47,7 @@ fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
     .limit_directives(MAX_DIRECTIVES)
-    .extension(extension::RequestSetup)
+    .extension(extension::RequestSetupFactory::default())
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {

@@ -58,6 +58,19 @@ impl QueueCounters {
 }
 
 impl TokenRow {
+    /// The row of a token still in line, as its claims describe it.
+    pub fn waiting(seq: u64, user_id: DbUuid, issued_at: NaiveDateTime, nonce: [u8; 16]) -> Self {
+        Self {
+            seq,
+            user_id,
+            nonce: nonce.to_vec(),
+            status: TokenStatus::Waiting,
+            issued_at,
+            admitted_at: None,
+            expires_at: None,
+        }
+    }
+
     pub fn is_active_at(&self, now: NaiveDateTime) -> bool {
         self.status == TokenStatus::Active && self.expires_at.is_some_and(|lapse| lapse > now)
     }
@@ -97,16 +110,13 @@ pub async fn save_counters(
     .map(drop)
 }
 
-/// Tokens by sequence number, each with the admission cursor read in the
-/// same statement, so status and position agree with each other.
-pub async fn tokens_with_cursor(
+pub async fn tokens_by_seq(
     conn: &mut AsyncMysqlConnection,
     seqs: &[u64],
-) -> QueryResult<Vec<(TokenRow, u64)>> {
+) -> QueryResult<Vec<TokenRow>> {
     queue_tokens::table
-        .inner_join(queue_state::table.on(queue_state::id.eq(STATE_ROW)))
         .filter(queue_tokens::seq.eq_any(seqs))
-        .select((TokenRow::as_select(), queue_state::admitted_through_seq))
+        .select(TokenRow::as_select())
         .load(conn)
         .await
 }

@@ -16,7 +16,7 @@ use super::service::{self, QueueSettings, TokenState};
 use super::token::{TokenClaims, TokenSigner};
 use crate::batch::Batcher;
 use crate::clock;
-use crate::db::DbPool;
+use crate::db::{DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
 
 /// Largest number of requests one batched statement serves.
@@ -39,7 +39,8 @@ pub struct QueueSnapshot {
     pub counters: QueueCounters,
 }
 
-type LookupAnswer = Result<Option<(TokenRow, u64)>, String>;
+/// The line's counters, and the token's row if it has been admitted.
+type LookupAnswer = Result<(QueueCounters, Option<TokenRow>), String>;
 type IssueAnswer = Result<(TokenRow, u64), IssueFailure>;
 
 #[derive(Debug, Clone)]
@@ -71,7 +72,10 @@ impl QueueRuntime {
             async move {
                 match service::lookup_batch(&pool, &seqs).await {
                     // One token may be asked about several times in one batch.
-                    Ok(found) => seqs.iter().map(|seq| Ok(found.get(seq).cloned())).collect(),
+                    Ok((counters, rows)) => seqs
+                        .iter()
+                        .map(|seq| Ok((counters, rows.get(seq).cloned())))
+                        .collect(),
                     Err(error) => {
                         tracing::error!(error = %error.detail(), "token lookup batch failed");
                         vec![Err(error.detail()); seqs.len()]
@@ -126,18 +130,31 @@ impl QueueRuntime {
     }
 
     /// The token's current state, read fresh (batched with concurrent reads).
+    /// A token in line is answered from its claims and the counters; an
+    /// admitted one from its row, which must match the claims.
     pub async fn view(&self, claims: &TokenClaims) -> AppResult<TokenView> {
-        let (row, cursor) = self
+        let forged = AppError::Unauthenticated("the token is not one this server issued");
+        let (counters, row) = self
             .lookups
             .call(claims.seq)
             .await?
-            .map_err(AppError::Internal)?
-            .filter(|(row, _)| row.user_id.0 == claims.user_id && row.nonce == claims.nonce)
-            .ok_or(AppError::Unauthenticated(
-                "the token is not one this server issued",
-            ))?;
-        self.observe(cursor);
-        Ok(self.to_view(row, cursor, clock::now()))
+            .map_err(AppError::Internal)?;
+        let row = if claims.seq > counters.admitted_through_seq {
+            if claims.seq > counters.last_issued_seq {
+                return Err(forged);
+            }
+            TokenRow::waiting(
+                claims.seq,
+                DbUuid(claims.user_id),
+                claims.issued_at,
+                claims.nonce,
+            )
+        } else {
+            row.filter(|row| row.user_id.0 == claims.user_id && row.nonce == claims.nonce)
+                .ok_or(forged)?
+        };
+        self.observe(counters.admitted_through_seq);
+        Ok(self.to_view(row, counters.admitted_through_seq, clock::now()))
     }
 
     /// `issueToken`: the user's live token, or a new place at the end of the line.
@@ -246,6 +263,7 @@ pub fn claims_of(row: &TokenRow) -> TokenClaims {
     TokenClaims {
         seq: row.seq,
         user_id: row.user_id.0,
+        issued_at: row.issued_at,
         nonce,
     }
 }

@@ -110,7 +110,7 @@ async fn issue_in_transaction(
             let seqs: Vec<u64> =
                 (counters.admitted_through_seq + 1..=after.admitted_through_seq).collect();
             if !seqs.is_empty() {
-                for (row, _) in model::tokens_with_cursor(conn, &seqs).await? {
+                for row in model::tokens_by_seq(conn, &seqs).await? {
                     live.insert(row.user_id, row);
                 }
             }
@@ -189,14 +189,31 @@ async fn admit_next(
     })
 }
 
-/// Reads a batch of tokens by sequence number, each with the cursor.
-pub async fn lookup_batch(pool: &DbPool, seqs: &[u64]) -> AppResult<HashMap<u64, (TokenRow, u64)>> {
+/// Reads the line's counters and the rows of the admitted tokens among
+/// `seqs`. A token after the cursor is WAITING and its own claims say all
+/// there is to say, so its row is not read: the cost of a read does not
+/// depend on how long the line is.
+pub async fn lookup_batch(
+    pool: &DbPool,
+    seqs: &[u64],
+) -> AppResult<(QueueCounters, HashMap<u64, TokenRow>)> {
     let mut conn = db::connect(pool).await?;
-    let rows = model::tokens_with_cursor(&mut conn, seqs).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(row, cursor)| (row.seq, (row, cursor)))
-        .collect())
+    let counters = model::read_counters(&mut conn).await?;
+    let admitted: std::collections::BTreeSet<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|seq| *seq <= counters.admitted_through_seq)
+        .collect();
+    let rows = if admitted.is_empty() {
+        Vec::new()
+    } else {
+        let admitted: Vec<u64> = admitted.into_iter().collect();
+        model::tokens_by_seq(&mut conn, &admitted).await?
+    };
+    Ok((
+        counters,
+        rows.into_iter().map(|row| (row.seq, row)).collect(),
+    ))
 }
 
 /// One turn of the admission loop: rewrite lapsed tokens, then admit the

@@ -1,13 +1,16 @@
 //! Bearer tokens for the waiting line.
 //!
-//! A token is `base64url(version | seq | user_id | nonce | mac)` where `mac`
-//! is HMAC-SHA256 under the server's secret, truncated to 128 bits. The
-//! database keeps `seq`, `user_id` and the random `nonce` but never the MAC, so
-//! a copy of the token table cannot be replayed, and the same row always
-//! derives the same token. Checking a token costs one HMAC and no I/O.
+//! A token is `base64url(version | seq | user_id | issued_at | nonce | mac)`
+//! where `mac` is HMAC-SHA256 under the server's secret, truncated to 136
+//! bits. The database keeps the row's fields and the random `nonce` but never
+//! the MAC, so a copy of the token table cannot be replayed, and the same row
+//! always derives the same token. Checking a token costs one HMAC and no I/O;
+//! since it carries everything a WAITING token's answer needs, reading one in
+//! line costs only the line's counters.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDateTime};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -16,9 +19,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: u8 = 1;
 const DOMAIN: &[u8] = b"ticket-reservation/queue-token/v1";
-const MAC_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 8 + 16 + 16;
-/// 57 bytes: a multiple of three, so the base64 text has no padding bits a
+const MAC_LEN: usize = 17;
+const BODY_LEN: usize = 1 + 8 + 16 + 8 + 16;
+/// 66 bytes: a multiple of three, so the base64 text has no padding bits a
 /// changed character could hide in.
 const TOKEN_LEN: usize = BODY_LEN + MAC_LEN;
 
@@ -27,6 +30,8 @@ const TOKEN_LEN: usize = BODY_LEN + MAC_LEN;
 pub struct TokenClaims {
     pub seq: u64,
     pub user_id: Uuid,
+    /// When the token was issued, to the microsecond (as stored).
+    pub issued_at: NaiveDateTime,
     pub nonce: [u8; 16],
 }
 
@@ -62,7 +67,7 @@ impl TokenSigner {
         check.update(DOMAIN);
         check.update(body);
         check.verify_truncated_left(mac).ok()?;
-        Some(decode_body(body))
+        decode_body(body)
     }
 
     fn mac(&self, body: &[u8]) -> [u8; 32] {
@@ -78,22 +83,30 @@ fn encode_body(claims: &TokenClaims) -> [u8; BODY_LEN] {
     body[0] = VERSION;
     body[1..9].copy_from_slice(&claims.seq.to_be_bytes());
     body[9..25].copy_from_slice(claims.user_id.as_bytes());
-    body[25..41].copy_from_slice(&claims.nonce);
+    let micros = claims.issued_at.and_utc().timestamp_micros();
+    body[25..33].copy_from_slice(&micros.to_be_bytes());
+    body[33..49].copy_from_slice(&claims.nonce);
     body
 }
 
-fn decode_body(body: &[u8]) -> TokenClaims {
+/// The fields of a body whose MAC checked out; `None` only if the instant
+/// is out of chrono's range, which a signed body never is.
+fn decode_body(body: &[u8]) -> Option<TokenClaims> {
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&body[1..9]);
     let mut user = [0u8; 16];
     user.copy_from_slice(&body[9..25]);
+    let mut micros = [0u8; 8];
+    micros.copy_from_slice(&body[25..33]);
     let mut nonce = [0u8; 16];
-    nonce.copy_from_slice(&body[25..41]);
-    TokenClaims {
+    nonce.copy_from_slice(&body[33..49]);
+    let issued_at = DateTime::from_timestamp_micros(i64::from_be_bytes(micros))?.naive_utc();
+    Some(TokenClaims {
         seq: u64::from_be_bytes(seq),
         user_id: Uuid::from_bytes(user),
+        issued_at,
         nonce,
-    }
+    })
 }
 
 pub fn random_nonce() -> [u8; 16] {
@@ -108,6 +121,7 @@ mod tests {
         TokenClaims {
             seq: 42,
             user_id: Uuid::new_v4(),
+            issued_at: crate::clock::now(),
             nonce: random_nonce(),
         }
     }
@@ -117,7 +131,7 @@ mod tests {
         let signer = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
         let claims = claims();
         let token = signer.sign(&claims);
-        assert_eq!(token.len(), 76);
+        assert_eq!(token.len(), 88);
         assert_eq!(signer.verify(&token), Some(claims));
         assert_eq!(
             signer.sign(&claims),

@@ -34,7 +34,7 @@ impl User {
     async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
         let entries = ctx
             .scope()
-            .wallet
+            .wallet()
             .load_one(EntriesOfUser(self.0.id.0))
             .await
             .map_err(shared_error)?;
@@ -49,7 +49,7 @@ impl User {
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         let rows = ctx
             .scope()
-            .booking
+            .booking()
             .load_one(ReservationsOfUser(self.0.id.0))
             .await
             .map_err(shared_error)?;
@@ -64,7 +64,7 @@ impl User {
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
         let rows = ctx
             .scope()
-            .booking
+            .booking()
             .load_one(PaymentsOfUser(self.0.id.0))
             .await
             .map_err(shared_error)?;
