@@ -39,10 +39,27 @@ const POLL: &str = "{ queueStatus { status position estimatedWaitSeconds } }";
 const FOLLOW: &str =
     "subscription($token: String!) { queueStatus(token: $token) { status position } }";
 
+/// `cargo bench --bench queue` runs every phase; `-- subscribers` runs only
+/// the websocket phase, on a short line, for quick iterations.
 #[tokio::main]
 async fn main() -> BenchResult<()> {
+    if std::env::args().any(|arg| arg == "subscribers") {
+        return subscribers_only().await;
+    }
     issue_tokens().await?;
     poll_and_follow().await?;
+    Ok(())
+}
+
+async fn subscribers_only() -> BenchResult<()> {
+    let db = BenchDb::create().await?;
+    let users = insert_users(&db, 0, (ACTIVE + SUBSCRIBERS) as u64, "0").await?;
+    insert_tokens(&db, &users[..ACTIVE], 1, true).await?;
+    let waiting = insert_tokens(&db, &users[ACTIVE..], ACTIVE as u64 + 1, false).await?;
+    let server = ServerProcess::start(&db.url, &line_settings())?;
+    follow(&db, &server, &http_client(), &waiting).await?;
+    drop(server);
+    db.drop_database().await?;
     Ok(())
 }
 

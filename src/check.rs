@@ -106,6 +106,22 @@ pub async fn find_violations(
             detail: finding.detail,
         }));
     }
+    let miscounted: Vec<Finding> = diesel::sql_query(
+        "SELECT CONCAT('token ', t.seq, ' counts ', t.live_holds, ' live holds but its user has ', \
+                COUNT(r.id)) AS detail \
+         FROM queue_tokens t LEFT JOIN reservations r \
+              ON r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ? \
+         WHERE t.status = 'ACTIVE' AND t.expires_at > ? \
+         GROUP BY t.seq, t.live_holds HAVING t.live_holds <> COUNT(r.id)",
+    )
+    .bind::<Datetime, _>(now)
+    .bind::<Datetime, _>(now)
+    .load(&mut conn)
+    .await?;
+    violations.extend(miscounted.into_iter().map(|finding| Violation {
+        rule: "an ACTIVE token counts its user's live holds",
+        detail: finding.detail,
+    }));
     let over_limit: Vec<Finding> = diesel::sql_query(
         "SELECT CONCAT(COUNT(*), ' tokens are ACTIVE, above MAX_ACTIVE_TOKENS=', ?) AS detail \
          FROM queue_tokens WHERE status = 'ACTIVE' AND expires_at > ? HAVING COUNT(*) > ?",

@@ -28,8 +28,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Websocket buffers: messages here are small, and a subscriber should cost
 /// a few KiB, not the 128 KiB tungstenite reserves by default.
-const WS_READ_BUFFER: usize = 4 * 1024;
-const WS_WRITE_BUFFER: usize = 4 * 1024;
+const WS_READ_BUFFER: usize = 512;
+const WS_WRITE_BUFFER: usize = 512;
 const WS_MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Clone)]

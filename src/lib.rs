@@ -21,6 +21,7 @@ pub mod wallet;
 use std::sync::Arc;
 
 use booking::service::BookingSettings;
+use catalogue::directory::SeatDirectory;
 use config::Config;
 use db::{DbMonitor, DbPool};
 use error::AppResult;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub db_monitor: Arc<DbMonitor>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
+    /// The immutable facts of seats that holds need, kept in memory.
+    pub seats: Arc<SeatDirectory>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             db_monitor,
             queue,
             booking,
+            seats: Arc::new(SeatDirectory::default()),
         })
     }
 }

@@ -274,3 +274,18 @@ async fn a_hold_from_an_earlier_token_still_ends_the_next_one_when_it_lapses() {
         "the unpaid hold lapsed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_at_the_limit_still_gets_its_own_hold_back() {
+    let server = TestServer::with_settings(|c| c.max_holds_per_user = 2).await;
+    let date = one_date(&server.db).await;
+    let (_, token) = admitted_user(&server, "full hands").await;
+    let first = hold(&server, &token, date, 1).await.data("holdSeat")["id"].clone();
+    hold(&server, &token, date, 2).await.data("holdSeat");
+    hold(&server, &token, date, 3)
+        .await
+        .expect_code("HOLD_LIMIT");
+    let again = hold(&server, &token, date, 1).await;
+    assert_eq!(again.data("holdSeat")["id"], first);
+    common::assert_invariants_hold(&server);
+}

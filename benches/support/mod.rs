@@ -461,6 +461,33 @@ pub fn database_pid() -> Option<u32> {
         .ok()
 }
 
+/// CPU seconds spent by the server, the database and this load generator.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuTotals {
+    pub server: f64,
+    pub database: f64,
+    pub load_generator: f64,
+}
+
+impl CpuTotals {
+    pub fn add(&mut self, other: &CpuTotals) {
+        self.server += other.server;
+        self.database += other.database;
+        self.load_generator += other.load_generator;
+    }
+
+    /// "cpu per op: server X us, database Y us, load generator Z us".
+    pub fn per_op(&self, ops: usize) -> String {
+        let per = |seconds: f64| seconds / ops as f64 * 1e6;
+        format!(
+            "cpu per op: server {:.0} us, database {:.0} us, load generator {:.0} us",
+            per(self.server),
+            per(self.database),
+            per(self.load_generator)
+        )
+    }
+}
+
 /// Where the CPU went during a phase: the server, the database, this load
 /// generator, per operation.
 pub struct CpuMeter {
@@ -484,15 +511,17 @@ impl CpuMeter {
         }
     }
 
+    pub fn totals(&self) -> CpuTotals {
+        CpuTotals {
+            server: cpu_seconds(self.server) - self.start.0,
+            database: self.database.map(cpu_seconds).unwrap_or(0.0) - self.start.1,
+            load_generator: cpu_seconds(std::process::id()) - self.start.2,
+        }
+    }
+
     /// "cpu per op: server X us, database Y us, load generator Z us".
     pub fn per_op(&self, ops: usize) -> String {
-        let per = |now: f64, then: f64| (now - then) / ops as f64 * 1e6;
-        format!(
-            "cpu per op: server {:.0} us, database {:.0} us, load generator {:.0} us",
-            per(cpu_seconds(self.server), self.start.0),
-            per(self.database.map(cpu_seconds).unwrap_or(0.0), self.start.1),
-            per(cpu_seconds(std::process::id()), self.start.2),
-        )
+        self.totals().per_op(ops)
     }
 }
 

@@ -25,6 +25,10 @@ CREATE TABLE queue_tokens (
     -- For ACTIVE: the earlier of admission + ACTIVE_TOKEN_SECONDS and the lapse
     -- of the user's earliest live hold. For EXPIRED: when it ended.
     expires_at    DATETIME(6)     NULL,
+    -- The user's live holds while the token is ACTIVE. No hold can lapse
+    -- while it is (the token ends at the first lapse, and a payment ends it
+    -- too), so a counter is exact, and holding is one conditional UPDATE.
+    live_holds    INT UNSIGNED    NOT NULL DEFAULT 0,
     live_user_id  BINARY(16) AS (CASE WHEN status <> 'EXPIRED' THEN user_id END) STORED,
     PRIMARY KEY (seq),
     UNIQUE KEY queue_tokens_one_live_per_user (live_user_id),

@@ -101,7 +101,7 @@ pub struct BookingMutation;
 #[Object]
 impl BookingMutation {
     /// Holds a seat for the bearer's user for the hold time. Needs an ACTIVE token.
-    #[graphql(guard = "TokenGuard::active()")]
+    #[graphql(guard = "TokenGuard::admitted()")]
     async fn hold_seat(
         &self,
         ctx: &Context<'_>,
@@ -111,8 +111,15 @@ impl BookingMutation {
         let token = bearer_claims(ctx)?;
         let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
         let app = ctx.app();
-        let reservation =
-            service::hold_seat(&app.pool, app.booking, &token, date_id, seat_number).await?;
+        let reservation = service::hold_seat(
+            &app.pool,
+            &app.seats,
+            app.booking,
+            &token,
+            date_id,
+            seat_number,
+        )
+        .await?;
         Ok(Reservation(reservation))
     }
 

@@ -6,8 +6,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
-use crate::catalogue::model::{SeatRow, SeatStatus, holdable_at};
-use crate::db::schema::{concert_dates, payments, reservations, seats};
+use crate::catalogue::model::{SeatStatus, holdable_at};
+use crate::db::schema::{payments, reservations, seats};
 use crate::db::{DbUuid, Prepared};
 use crate::text_enum;
 
@@ -63,42 +63,25 @@ pub struct PaymentRow {
     pub paid_at: NaiveDateTime,
 }
 
-/// A seat as a hold sees it: the seat, its date's start, and how many live
-/// holds the holder already has.
-pub struct SeatForHold {
-    pub seat: SeatRow,
-    pub starts_at: NaiveDateTime,
-    pub holder_live_holds: i64,
-}
-
-/// Reads the seat `number` of a date, with its date's start and the user's
-/// live hold count, in one statement. A plain read: it takes no lock.
-pub async fn seat_for_hold(
+/// The reservation holding a seat now, if its hold is live.
+pub async fn live_hold_on(
     conn: &mut AsyncMysqlConnection,
-    concert_date_id: u64,
-    number: i32,
-    holder: DbUuid,
+    seat_id: u64,
     now: NaiveDateTime,
-) -> QueryResult<Option<SeatForHold>> {
-    let live_holds = reservations::table
-        .filter(reservations::user_id.eq(holder))
-        .filter(reservations::status.eq(ReservationStatus::Held))
-        .filter(reservations::held_until.gt(now))
-        .count()
-        .single_value();
-    let found: Option<(SeatRow, NaiveDateTime, Option<i64>)> = seats::table
-        .inner_join(concert_dates::table)
-        .filter(seats::concert_date_id.eq(concert_date_id))
-        .filter(seats::number.eq(number))
-        .select((SeatRow::as_select(), concert_dates::starts_at, live_holds))
+) -> QueryResult<Option<ReservationRow>> {
+    seats::table
+        .inner_join(
+            reservations::table.on(reservations::id
+                .nullable()
+                .eq(seats::held_by_reservation_id)),
+        )
+        .filter(seats::id.eq(seat_id))
+        .filter(seats::status.eq(SeatStatus::Held))
+        .filter(seats::held_until.gt(now))
+        .select(ReservationRow::as_select())
         .first(conn)
         .await
-        .optional()?;
-    Ok(found.map(|(seat, starts_at, holds)| SeatForHold {
-        seat,
-        starts_at,
-        holder_live_holds: holds.unwrap_or(0),
-    }))
+        .optional()
 }
 
 pub async fn insert_reservation(

@@ -7,7 +7,7 @@ use diesel_async::AsyncMysqlConnection;
 use uuid::Uuid;
 
 use super::model::{self, PaymentRow, ReservationRow, ReservationStatus};
-use crate::catalogue::model::SeatStatus;
+use crate::catalogue::directory::SeatDirectory;
 use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
@@ -28,8 +28,15 @@ pub struct BookingSettings {
 
 /// `holdSeat`: holds the seat for the bearer's user until now + hold time,
 /// or answers the user's own live hold on it again.
+///
+/// The transaction is two conditional writes and an insert: take one of the
+/// token's hold slots (the token row's lock makes one user's holds take
+/// turns), take the seat (the row lock every caller for that seat queues on;
+/// the affected-row count picks the one winner), record the reservation.
+/// Anything refused rolls back and is then explained by reading the rows.
 pub async fn hold_seat(
     pool: &DbPool,
+    directory: &SeatDirectory,
     settings: BookingSettings,
     token: &TokenClaims,
     concert_date_id: u64,
@@ -40,71 +47,83 @@ pub async fn hold_seat(
             "seatNumber is {MIN_SEAT} to {MAX_SEAT}; got {number}"
         )));
     }
-    let mut conn = db::connect(pool).await?;
-    crate::transaction_with_retry!(conn, |conn| {
-        hold_in_transaction(conn, settings, token, concert_date_id, number, clock::now()).await
-    })
-}
-
-async fn hold_in_transaction(
-    conn: &mut AsyncMysqlConnection,
-    settings: BookingSettings,
-    token: &TokenClaims,
-    concert_date_id: u64,
-    number: i32,
-    now: NaiveDateTime,
-) -> AppResult<ReservationRow> {
-    let holder = DbUuid(token.user_id);
-    let held_until = now + settings.hold;
-    // Locks the token row first: one user's holds take turns, so the hold
-    // limit below is counted under the lock. A repeat of a live hold leaves
-    // the lapse unchanged, since that hold already capped it.
-    if !queue::model::cap_active_token(conn, token.seq, now, held_until).await? {
-        return Err(AppError::TokenExpired);
-    }
-    let Some(found) = model::seat_for_hold(conn, concert_date_id, number, holder, now).await?
-    else {
-        return Err(AppError::not_found(format!(
-            "no seat {number} on concert date {concert_date_id}"
-        )));
-    };
-    if found.starts_at <= now {
+    let seat = directory.seat(pool, concert_date_id, number).await?;
+    let now = clock::now();
+    if seat.starts_at <= now {
         return Err(AppError::SeatUnavailable("this date has already begun"));
-    }
-    if let Some(hold) = found.seat.live_hold(now) {
-        return match model::find_reservation(conn, hold).await? {
-            Some(mine) if mine.user_id == holder => Ok(mine),
-            _ => Err(AppError::SeatUnavailable("someone else holds this seat")),
-        };
-    }
-    if found.seat.status_at(now) == SeatStatus::Sold {
-        return Err(AppError::SeatUnavailable("this seat is sold"));
-    }
-    if found.holder_live_holds >= i64::from(settings.max_holds_per_user) {
-        return Err(AppError::HoldLimit {
-            limit: settings.max_holds_per_user,
-        });
     }
     let reservation = ReservationRow {
         id: DbUuid(Uuid::now_v7()),
-        user_id: holder,
-        seat_id: found.seat.id,
+        user_id: DbUuid(token.user_id),
+        seat_id: seat.seat_id,
         token_seq: token.seq,
         status: ReservationStatus::Held,
-        price: found.seat.price.clone(),
+        price: seat.price,
         created_at: now,
-        held_until,
+        held_until: now + settings.hold,
         payment_id: None,
     };
-    // The seat's row lock first: concurrent callers queue on it behind the
-    // winner, then match nothing and fail without a deadlock.
-    if !model::take_seat(conn, found.seat.id, reservation.id, held_until, now).await? {
-        return Err(AppError::SeatUnavailable(
-            "someone else took this seat first",
-        ));
+    let mut conn = db::connect(pool).await?;
+    let held = crate::transaction_with_retry!(conn, |conn| {
+        let limit = settings.max_holds_per_user;
+        if !queue::model::take_hold_slot(conn, token, now, reservation.held_until, limit).await? {
+            return Err(AppError::HoldLimit { limit });
+        }
+        if !model::take_seat(
+            conn,
+            reservation.seat_id,
+            reservation.id,
+            reservation.held_until,
+            now,
+        )
+        .await?
+        {
+            return Err(AppError::SeatUnavailable(
+                "someone else took this seat first",
+            ));
+        }
+        model::insert_reservation(conn, &reservation).await?;
+        Ok(())
+    });
+    match held {
+        Ok(()) => Ok(reservation),
+        Err(refused @ (AppError::HoldLimit { .. } | AppError::SeatUnavailable(_))) => {
+            explain_refused_hold(&mut conn, token, reservation.seat_id, now, refused).await
+        }
+        Err(other) => Err(other),
     }
-    model::insert_reservation(conn, &reservation).await?;
-    Ok(reservation)
+}
+
+/// Why a hold was refused, read after the rollback. The holder's own live
+/// hold on the seat is answered again whatever else is true; then the seat,
+/// then the token, say what stopped it.
+async fn explain_refused_hold(
+    conn: &mut AsyncMysqlConnection,
+    token: &TokenClaims,
+    seat_id: u64,
+    now: NaiveDateTime,
+    refused: AppError,
+) -> AppResult<ReservationRow> {
+    if let Some(hold) = model::live_hold_on(conn, seat_id, now).await? {
+        return if hold.user_id.0 == token.user_id {
+            Ok(hold)
+        } else {
+            Err(AppError::SeatUnavailable("someone else holds this seat"))
+        };
+    }
+    if let AppError::SeatUnavailable(_) = refused {
+        return Err(AppError::SeatUnavailable("this seat is sold"));
+    }
+    match queue::model::find_token(conn, token.seq).await? {
+        Some(row) if !row.matches(token) => Err(AppError::Unauthenticated(
+            "the token is not one this server issued",
+        )),
+        None => Err(AppError::Unauthenticated(
+            "the token is not one this server issued",
+        )),
+        Some(row) if !row.is_active_at(now) => Err(AppError::TokenExpired),
+        Some(_) => Err(refused),
+    }
 }
 
 /// Reservation ids as the client sent them: 1 to 50 distinct UUIDs.
@@ -187,18 +206,15 @@ async fn settle(
     ids: &[DbUuid],
 ) -> AppResult<PaymentRow> {
     let payer = DbUuid(token.user_id);
-    // The token row lock orders this payment after any lapse the background
-    // jobs already wrote, and the clock is read only once it is held: a hold
-    // whose lapse ended the token reads as lapsed here too (HOLD_EXPIRED,
-    // not TOKEN_EXPIRED), and a hold judged live stays live until commit.
-    let token_row = queue::model::lock_token(conn, token.seq).await?;
     let now = clock::now();
+    // Ending the token first takes its row lock. If it was still ACTIVE at
+    // `now`, no hold of this user had lapsed by then (the token ends at the
+    // first lapse), so judging the holds at `now` agrees with the rows.
+    if !queue::model::end_active_token(conn, token, now).await? {
+        return Err(explain_refused_payment(conn, token, ids).await);
+    }
     let holds = model::lock_reservations(conn, ids).await?;
     check_payable(&holds, ids, payer, now)?;
-    if !token_row.is_some_and(|row| row.is_active_at(now)) {
-        return Err(AppError::TokenExpired);
-    }
-    queue::model::end_token(conn, token.seq, now).await?;
     let seat_ids: Vec<u64> = holds.iter().map(|hold| hold.seat_id).collect();
     if model::sell_seats(conn, &seat_ids, ids, now).await? != holds.len() {
         return Err(AppError::HoldExpired);
@@ -218,6 +234,30 @@ async fn settle(
     wallet::service::pay_from_balance(conn, payer, &total, payment.id).await?;
     model::mark_paid(conn, ids, payment.id).await?;
     Ok(payment)
+}
+
+/// Why the token could not pay. The holds answer first (a double click
+/// hears ALREADY_PAID, a payment that lost the race with its hold's lapse
+/// hears HOLD_EXPIRED), judged by a clock read now, after whatever ended the
+/// token; then the token itself.
+async fn explain_refused_payment(
+    conn: &mut AsyncMysqlConnection,
+    token: &TokenClaims,
+    ids: &[DbUuid],
+) -> AppError {
+    let explained = async {
+        let now = clock::now();
+        let holds = model::lock_reservations(conn, ids).await?;
+        check_payable(&holds, ids, DbUuid(token.user_id), now)?;
+        Ok::<_, AppError>(match queue::model::find_token(conn, token.seq).await? {
+            Some(row) if row.matches(token) => AppError::TokenExpired,
+            _ => AppError::Unauthenticated("the token is not one this server issued"),
+        })
+    }
+    .await;
+    match explained {
+        Ok(error) | Err(error) => error,
+    }
 }
 
 /// Every id must be the payer's own live hold. The first failing rule

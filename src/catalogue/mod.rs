@@ -1,5 +1,6 @@
 //! Concerts, dates and seats: what is on sale and what can be held now.
 
+pub mod directory;
 pub mod graphql;
 pub mod loader;
 pub mod model;

@@ -79,6 +79,7 @@ diesel::table! {
         issued_at -> Datetime,
         admitted_at -> Nullable<Datetime>,
         expires_at -> Nullable<Datetime>,
+        live_holds -> Unsigned<Integer>,
         #[max_length = 16]
         live_user_id -> Nullable<Binary>,
     }
@@ -147,6 +148,7 @@ diesel::joinable!(payments -> users (user_id));
 diesel::joinable!(queue_tokens -> users (user_id));
 diesel::joinable!(reservations -> payments (payment_id));
 diesel::joinable!(reservations -> queue_tokens (token_seq));
+diesel::joinable!(reservations -> seats (seat_id));
 diesel::joinable!(reservations -> users (user_id));
 diesel::joinable!(seats -> concert_dates (concert_date_id));
 

@@ -5,15 +5,18 @@ use async_graphql::{Context, Guard, Result};
 
 use super::context::{AppContext, bearer_claims};
 use crate::error::AppError;
+use crate::queue::runtime::Admission;
 use crate::queue::service::TokenState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Requirement {
-    /// The token must be ACTIVE now.
+    /// The token must be ACTIVE now (read from its row).
     Active,
-    /// The token must have been admitted; an EXPIRED one passes so that the
-    /// operation can answer a retry or a more precise error itself (`pay`
-    /// re-checks ACTIVE inside its transaction).
+    /// The token must be out of the line (read from the line's counters
+    /// alone). For `holdSeat` and `pay`, whose transactions check the
+    /// token's row as their first conditional write and answer
+    /// TOKEN_EXPIRED themselves, after any more precise error (a retried
+    /// payment, a hold already paid or lapsed).
     Admitted,
 }
 
@@ -32,12 +35,17 @@ impl TokenGuard {
 impl Guard for TokenGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
         let claims = bearer_claims(ctx)?;
-        let view = ctx.app().queue.view(&claims).await?;
-        match (view.state, self.0) {
-            (TokenState::Waiting { position }, _) => Err(AppError::NotAdmitted { position }.into()),
-            (TokenState::Active { .. }, _)
-            | (TokenState::Expired { .. }, Requirement::Admitted) => Ok(()),
-            (TokenState::Expired { .. }, Requirement::Active) => Err(AppError::TokenExpired.into()),
+        let queue = &ctx.app().queue;
+        match self.0 {
+            Requirement::Active => match queue.view(&claims).await?.state {
+                TokenState::Waiting { position } => Err(AppError::NotAdmitted { position }.into()),
+                TokenState::Active { .. } => Ok(()),
+                TokenState::Expired { .. } => Err(AppError::TokenExpired.into()),
+            },
+            Requirement::Admitted => match queue.admission(&claims).await? {
+                Admission::Waiting { position } => Err(AppError::NotAdmitted { position }.into()),
+                Admission::Admitted => Ok(()),
+            },
         }
     }
 }

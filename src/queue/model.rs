@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Unsigned};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
+use super::token::TokenClaims;
 use crate::db::schema::{queue_state, queue_tokens};
 use crate::db::{DbUuid, Prepared};
 use crate::text_enum;
@@ -42,6 +43,7 @@ pub struct TokenRow {
     pub issued_at: NaiveDateTime,
     pub admitted_at: Option<NaiveDateTime>,
     pub expires_at: Option<NaiveDateTime>,
+    pub live_holds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable)]
@@ -68,7 +70,13 @@ impl TokenRow {
             issued_at,
             admitted_at: None,
             expires_at: None,
+            live_holds: 0,
         }
+    }
+
+    /// Whether this row is the token the claims describe.
+    pub fn matches(&self, claims: &TokenClaims) -> bool {
+        self.user_id.0 == claims.user_id && self.nonce == claims.nonce
     }
 
     pub fn is_active_at(&self, now: NaiveDateTime) -> bool {
@@ -191,7 +199,8 @@ pub async fn insert_tokens(conn: &mut AsyncMysqlConnection, rows: &[TokenRow]) -
 /// Admits the WAITING tokens with `after < seq <= through`. Each lapses at
 /// `active_until`, or earlier if its user still has an unpaid hold from an
 /// earlier token: the contract ends a user's ACTIVE token when any hold of
-/// theirs lapses unpaid, so the earliest such lapse caps it from the start.
+/// theirs lapses unpaid, so the earliest such lapse caps it from the start,
+/// and those holds start its count of live holds.
 pub async fn admit_range(
     conn: &mut AsyncMysqlConnection,
     after: u64,
@@ -203,73 +212,92 @@ pub async fn admit_range(
         "UPDATE queue_tokens t \
          SET t.status = 'ACTIVE', t.admitted_at = ?, t.expires_at = LEAST(?, COALESCE( \
              (SELECT MIN(r.held_until) FROM reservations r \
-              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?), ?)) \
+              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?), ?)), \
+             t.live_holds = (SELECT COUNT(*) FROM reservations r \
+              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?) \
          WHERE t.seq > ? AND t.seq <= ? AND t.status = 'WAITING'",
     )
     .bind::<Datetime, _>(now)
     .bind::<Datetime, _>(active_until)
     .bind::<Datetime, _>(now)
     .bind::<Datetime, _>(active_until)
+    .bind::<Datetime, _>(now)
     .bind::<Unsigned<BigInt>, _>(after)
     .bind::<Unsigned<BigInt>, _>(through)
     .execute(conn)
     .await
 }
 
-/// Locks a token's row until the transaction ends.
-pub async fn lock_token(
+pub async fn find_token(
     conn: &mut AsyncMysqlConnection,
     seq: u64,
 ) -> QueryResult<Option<TokenRow>> {
     queue_tokens::table
         .find(seq)
         .select(TokenRow::as_select())
-        .for_update()
         .first(conn)
         .await
         .optional()
 }
 
-/// Ends a token now (a successful payment), on a row the caller locked.
-pub async fn end_token(
+/// Ends the bearer's token now if it is ACTIVE (a payment). Locks the row;
+/// false when it is not ACTIVE, or not this token.
+pub async fn end_active_token(
     conn: &mut AsyncMysqlConnection,
-    seq: u64,
+    claims: &TokenClaims,
     now: NaiveDateTime,
-) -> QueryResult<()> {
-    Prepared(diesel::update(queue_tokens::table.find(seq)).set((
-        queue_tokens::status.eq(TokenStatus::Expired),
-        queue_tokens::expires_at.eq(now),
-    )))
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-/// Shortens an ACTIVE, unlapsed token to end no later than `lapse` (a new
-/// hold's lapse). Also locks the token row, which serialises one user's
-/// holds. Returns false when the token was not ACTIVE any more.
-pub async fn cap_active_token(
-    conn: &mut AsyncMysqlConnection,
-    seq: u64,
-    now: NaiveDateTime,
-    lapse: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let capped = Prepared(
+    let ended = Prepared(
         diesel::update(
             queue_tokens::table
-                .find(seq)
+                .find(claims.seq)
+                .filter(queue_tokens::user_id.eq(DbUuid(claims.user_id)))
+                .filter(queue_tokens::nonce.eq(claims.nonce.as_slice()))
                 .filter(queue_tokens::status.eq(TokenStatus::Active))
                 .filter(queue_tokens::expires_at.gt(now)),
         )
-        .set(
-            queue_tokens::expires_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<Datetime>>(
-                "LEAST(expires_at, ",
-            )
-            .bind::<Datetime, _>(lapse)
-            .sql(")")),
-        ),
+        .set((
+            queue_tokens::status.eq(TokenStatus::Expired),
+            queue_tokens::expires_at.eq(now),
+        )),
     )
     .execute(conn)
     .await?;
-    Ok(capped == 1)
+    Ok(ended == 1)
+}
+
+/// Takes one of the bearer's hold slots: the token must be ACTIVE and hold
+/// fewer than `limit`; it then counts one more live hold and ends no later
+/// than `lapse`, the new hold's. Locks the row, so one user's holds take
+/// turns. False when the token is not ACTIVE, not this token, or full.
+pub async fn take_hold_slot(
+    conn: &mut AsyncMysqlConnection,
+    claims: &TokenClaims,
+    now: NaiveDateTime,
+    lapse: NaiveDateTime,
+    limit: u32,
+) -> QueryResult<bool> {
+    let taken = Prepared(
+        diesel::update(
+            queue_tokens::table
+                .find(claims.seq)
+                .filter(queue_tokens::user_id.eq(DbUuid(claims.user_id)))
+                .filter(queue_tokens::nonce.eq(claims.nonce.as_slice()))
+                .filter(queue_tokens::status.eq(TokenStatus::Active))
+                .filter(queue_tokens::expires_at.gt(now))
+                .filter(queue_tokens::live_holds.lt(limit)),
+        )
+        .set((
+            queue_tokens::live_holds.eq(queue_tokens::live_holds + 1),
+            queue_tokens::expires_at.eq(least(queue_tokens::expires_at, lapse)),
+        )),
+    )
+    .execute(conn)
+    .await?;
+    Ok(taken == 1)
+}
+
+diesel::define_sql_function! {
+    /// SQL `LEAST`: the earlier of a lapse and another instant.
+    fn least(a: diesel::sql_types::Nullable<Datetime>, b: Datetime) -> diesel::sql_types::Nullable<Datetime>;
 }

@@ -39,8 +39,26 @@ pub struct QueueSnapshot {
     pub counters: QueueCounters,
 }
 
-/// The line's counters, and the token's row if it has been admitted.
+/// A read of the line for one token: always the counters, and the token's
+/// row when it has been admitted and the caller needs its state.
+struct Lookup {
+    seq: u64,
+    with_row: bool,
+}
+
+/// The line's counters, and the token's row if it was asked for and has
+/// been admitted.
 type LookupAnswer = Result<(QueueCounters, Option<TokenRow>), String>;
+
+/// Where a token stands, as far as the line alone can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Waiting {
+        position: u64,
+    },
+    /// ACTIVE, or EXPIRED since: the operation's own transaction tells which.
+    Admitted,
+}
 type IssueAnswer = Result<(TokenRow, u64), IssueFailure>;
 
 #[derive(Debug, Clone)]
@@ -52,7 +70,7 @@ enum IssueFailure {
 pub struct QueueRuntime {
     pub settings: QueueSettings,
     signer: TokenSigner,
-    lookups: Batcher<u64, LookupAnswer>,
+    lookups: Batcher<Lookup, LookupAnswer>,
     issues: Batcher<Uuid, IssueAnswer>,
     snapshot: watch::Sender<QueueSnapshot>,
     admissions: Mutex<AdmissionRate>,
@@ -67,18 +85,23 @@ pub struct QueueRuntime {
 impl QueueRuntime {
     pub fn start(pool: DbPool, settings: QueueSettings, secret: &[u8]) -> Self {
         let lookup_pool = pool.clone();
-        let lookups = Batcher::spawn(MAX_BATCH, move |seqs: Vec<u64>| {
+        let lookups = Batcher::spawn(MAX_BATCH, move |asked: Vec<Lookup>| {
             let pool = lookup_pool.clone();
             async move {
-                match service::lookup_batch(&pool, &seqs).await {
+                let rows_wanted: Vec<u64> = asked
+                    .iter()
+                    .filter(|lookup| lookup.with_row)
+                    .map(|lookup| lookup.seq)
+                    .collect();
+                match service::lookup_batch(&pool, &rows_wanted).await {
                     // One token may be asked about several times in one batch.
-                    Ok((counters, rows)) => seqs
+                    Ok((counters, rows)) => asked
                         .iter()
-                        .map(|seq| Ok((counters, rows.get(seq).cloned())))
+                        .map(|lookup| Ok((counters, rows.get(&lookup.seq).cloned())))
                         .collect(),
                     Err(error) => {
                         tracing::error!(error = %error.detail(), "token lookup batch failed");
-                        vec![Err(error.detail()); seqs.len()]
+                        vec![Err(error.detail()); asked.len()]
                     }
                 }
             }
@@ -134,9 +157,13 @@ impl QueueRuntime {
     /// admitted one from its row, which must match the claims.
     pub async fn view(&self, claims: &TokenClaims) -> AppResult<TokenView> {
         let forged = AppError::Unauthenticated("the token is not one this server issued");
+        let lookup = Lookup {
+            seq: claims.seq,
+            with_row: true,
+        };
         let (counters, row) = self
             .lookups
-            .call(claims.seq)
+            .call(lookup)
             .await?
             .map_err(AppError::Internal)?;
         let row = if claims.seq > counters.admitted_through_seq {
@@ -155,6 +182,32 @@ impl QueueRuntime {
         };
         self.observe(counters.admitted_through_seq);
         Ok(self.to_view(row, counters.admitted_through_seq, clock::now()))
+    }
+
+    /// Whether a token is still in line, from the line's counters alone: for
+    /// operations whose transaction checks the token's row itself.
+    pub async fn admission(&self, claims: &TokenClaims) -> AppResult<Admission> {
+        let lookup = Lookup {
+            seq: claims.seq,
+            with_row: false,
+        };
+        let (counters, _) = self
+            .lookups
+            .call(lookup)
+            .await?
+            .map_err(AppError::Internal)?;
+        if claims.seq > counters.last_issued_seq {
+            return Err(AppError::Unauthenticated(
+                "the token is not one this server issued",
+            ));
+        }
+        self.observe(counters.admitted_through_seq);
+        Ok(
+            match claims.seq.checked_sub(counters.admitted_through_seq) {
+                Some(position) if position > 0 => Admission::Waiting { position },
+                _ => Admission::Admitted,
+            },
+        )
     }
 
     /// `issueToken`: the user's live token, or a new place at the end of the line.

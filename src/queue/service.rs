@@ -149,6 +149,7 @@ fn new_waiting_tokens(users: &[DbUuid], last_issued: u64, now: NaiveDateTime) ->
             issued_at: now,
             admitted_at: None,
             expires_at: None,
+            live_holds: 0,
         })
         .collect()
 }
@@ -261,6 +262,7 @@ mod tests {
             issued_at: NaiveDateTime::default(),
             admitted_at: expires_at,
             expires_at,
+            live_holds: 0,
         }
     }
 

@@ -3,7 +3,9 @@
 
 use bigdecimal::BigDecimal;
 use chrono::NaiveDateTime;
+use diesel::IntoSql;
 use diesel::prelude::*;
+use diesel::sql_types::{Binary, Datetime, Decimal, Nullable, Varchar};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use crate::db::schema::{balance_entries, idempotency_keys, users};
@@ -42,17 +44,6 @@ pub struct BalanceEntryRow {
     pub kind: EntryKind,
     pub amount: BigDecimal,
     pub balance_after: BigDecimal,
-    pub at: NaiveDateTime,
-}
-
-#[derive(Debug, Insertable)]
-#[diesel(table_name = balance_entries)]
-pub struct NewBalanceEntry {
-    pub user_id: DbUuid,
-    pub kind: EntryKind,
-    pub amount: BigDecimal,
-    pub balance_after: BigDecimal,
-    pub payment_id: Option<DbUuid>,
     pub at: NaiveDateTime,
 }
 
@@ -155,23 +146,39 @@ pub async fn debit(
     Ok(changed == 1)
 }
 
-/// The balance as this transaction sees it (after its own update).
-pub async fn balance_of(conn: &mut AsyncMysqlConnection, user: DbUuid) -> QueryResult<BigDecimal> {
-    users::table
-        .find(user)
-        .select(users::balance)
-        .first(conn)
-        .await
-}
-
-pub async fn insert_entry(
+/// Records a change of the balance, with the balance it left, read in the
+/// same statement from the row the caller's update locked.
+pub async fn record_entry(
     conn: &mut AsyncMysqlConnection,
-    entry: &NewBalanceEntry,
+    user: DbUuid,
+    kind: EntryKind,
+    amount: &BigDecimal,
+    payment: Option<DbUuid>,
+    at: NaiveDateTime,
 ) -> QueryResult<()> {
-    Prepared(diesel::insert_into(balance_entries::table).values(entry))
-        .execute(conn)
-        .await
-        .map(drop)
+    let balance_now = users::table.find(user).select((
+        users::id,
+        kind.into_sql::<Varchar>(),
+        amount.clone().into_sql::<Decimal>(),
+        users::balance,
+        payment.into_sql::<Nullable<Binary>>(),
+        at.into_sql::<Datetime>(),
+    ));
+    Prepared(
+        diesel::insert_into(balance_entries::table)
+            .values(balance_now)
+            .into_columns((
+                balance_entries::user_id,
+                balance_entries::kind,
+                balance_entries::amount,
+                balance_entries::balance_after,
+                balance_entries::payment_id,
+                balance_entries::at,
+            )),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Entries of these users, newest first.

@@ -1,13 +1,12 @@
 //! The wallet's rules: who exists, what a charge may be, and how a balance
 //! moves together with its history.
 
-use bigdecimal::BigDecimal;
 use chrono::NaiveDateTime;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncMysqlConnection;
 use uuid::Uuid;
 
-use super::model::{self, EntryKind, KeyScope, NewBalanceEntry, UserRow};
+use super::model::{self, EntryKind, KeyScope, UserRow};
 use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
@@ -113,18 +112,14 @@ async fn charge_in_transaction(
             )),
         });
     }
-    let balance_after = model::balance_of(conn, user).await?;
-    model::insert_entry(
+    // Read under the user's row lock: entries' instants follow their order.
+    model::record_entry(
         conn,
-        &NewBalanceEntry {
-            user_id: user,
-            kind: EntryKind::Charge,
-            amount: amount.as_decimal().clone(),
-            balance_after,
-            payment_id: None,
-            // Read under the user's row lock: entries' instants follow their order.
-            at: clock::now(),
-        },
+        user,
+        EntryKind::Charge,
+        amount.as_decimal(),
+        None,
+        clock::now(),
     )
     .await?;
     Ok(())
@@ -138,24 +133,21 @@ pub async fn pay_from_balance(
     user: DbUuid,
     total: &Money,
     payment: DbUuid,
-) -> AppResult<BigDecimal> {
+) -> AppResult<()> {
     if !model::debit(conn, user, total.as_decimal()).await? {
         return Err(AppError::InsufficientBalance);
     }
-    let balance_after = model::balance_of(conn, user).await?;
-    model::insert_entry(
+    let amount = total.negated().into_decimal();
+    model::record_entry(
         conn,
-        &NewBalanceEntry {
-            user_id: user,
-            kind: EntryKind::Payment,
-            amount: total.negated().into_decimal(),
-            balance_after: balance_after.clone(),
-            payment_id: Some(payment),
-            at: clock::now(),
-        },
+        user,
+        EntryKind::Payment,
+        &amount,
+        Some(payment),
+        clock::now(),
     )
     .await?;
-    Ok(balance_after)
+    Ok(())
 }
 
 fn unknown_user_on_fk(error: DieselError, user: DbUuid) -> AppError {
