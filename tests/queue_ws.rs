@@ -123,3 +123,61 @@ async fn queries_run_over_the_websocket_with_the_connection_token() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0, "WAITING");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_light_path_answers_exactly_as_the_general_one() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    // A plain queueStatus subscription takes the light path; one that uses
+    // a named fragment goes through async-graphql's own handling.
+    let light = "subscription($t: String!) { s: queueStatus(token: $t) { status place: position token issuedAt __typename } }";
+    let general = "subscription($t: String!) { s: queueStatus(token: $t) { ...f } } fragment f on QueueToken { status place: position token issuedAt __typename }";
+    client
+        .subscribe("light", light, json!({"t": tokens[3]}))
+        .await;
+    let first_light = client.next().await.unwrap();
+    client
+        .subscribe("general", general, json!({"t": tokens[3]}))
+        .await;
+    let first_general = client.next().await.unwrap();
+    assert_eq!(first_light["type"], "next");
+    assert_eq!(
+        first_light["payload"], first_general["payload"],
+        "{first_light} / {first_general}"
+    );
+    assert_eq!(first_light["payload"]["data"]["s"]["place"], 3);
+
+    // Either can be stopped by the client.
+    for id in ["light", "general"] {
+        client.send(json!({"type": "complete", "id": id})).await;
+    }
+    let mut completed = Vec::new();
+    while completed.len() < 2 {
+        let message = client.next().await.unwrap();
+        if message["type"] == "complete" {
+            completed.push(message["id"].as_str().unwrap().to_owned());
+        }
+    }
+    completed.sort();
+    assert_eq!(completed, vec!["general", "light"]);
+    assert_eq!(
+        server.state.queue.subscriber_count(),
+        0,
+        "stopped subscriptions release their followers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_before_connection_init_is_refused() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client
+        .subscribe("early", FOLLOW, json!({"token": tokens[3]}))
+        .await;
+    assert_eq!(
+        client.next().await,
+        None,
+        "the server closes the connection"
+    );
+}

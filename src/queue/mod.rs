@@ -1,6 +1,7 @@
 //! The waiting line: tokens, fair admission, live position.
 
 pub mod graphql;
+pub mod live;
 pub mod model;
 pub mod runtime;
 pub mod service;

@@ -1,23 +1,29 @@
 //! The `queueStatus` subscription. Kept apart from the modules that import
 //! `diesel_async::RunQueryDsl`, whose `execute` clashes with the macro's.
 //!
-//! A subscriber costs a watch receiver and one token row: the admission loop
-//! reads the line once per tick, and every subscriber of the process works
+//! A follower costs a watch receiver and one token row: the admission loop
+//! reads the line once per tick, and every follower in the process works
 //! out its own position from that one read.
 
 use std::sync::Arc;
 
 use async_graphql::{Context, Result, Subscription};
-use futures_util::{Stream, stream};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::graphql::QueueToken;
 use super::model::TokenRow;
-use super::runtime::{QueueRuntime, QueueSnapshot, SubscriberGuard};
+use super::runtime::{QueueRuntime, QueueSnapshot, SubscriberGuard, TokenView};
 use super::service::TokenState;
 use super::token::TokenClaims;
 use crate::clock;
+use crate::error::AppResult;
 use crate::graphql::context::{AppContext, connection_bearer};
+
+/// A state computed outside the resolver (by the websocket fast path in
+/// `queue::live`), which the resolver answers once instead of following.
+pub struct PresetView(pub TokenView);
 
 #[derive(Default)]
 pub struct QueueSubscription;
@@ -32,7 +38,10 @@ impl QueueSubscription {
             desc = "The bearer token; may be empty when the connection_init payload carries it."
         )]
         token: String,
-    ) -> Result<impl Stream<Item = Result<QueueToken>> + use<>> {
+    ) -> Result<BoxStream<'static, Result<QueueToken>>> {
+        if let Some(PresetView(view)) = ctx.data_opt::<PresetView>() {
+            return Ok(stream::once(std::future::ready(Ok(view.clone().into()))).boxed());
+        }
         let queue = Arc::clone(&ctx.app().queue);
         let bearer = if token.trim().is_empty() {
             connection_bearer(ctx)?
@@ -40,22 +49,16 @@ impl QueueSubscription {
             token
         };
         let claims = queue.verify(&bearer)?;
-        let follower = Follower {
-            snapshots: queue.snapshots(),
-            _counted: queue.subscriber(),
-            queue,
-            claims,
-            waiting: None,
-            finished: false,
-        };
-        Ok(stream::unfold(follower, |mut follower| async move {
-            let item = follower.next_item().await?;
-            Some((item, follower))
-        }))
+        Ok(Follower::new(queue, claims)
+            .into_stream()
+            .map(|view| view.map(QueueToken::from).map_err(Into::into))
+            .boxed())
     }
 }
 
-struct Follower {
+/// Follows one token: its state now, then a new state whenever its
+/// position or status changes, ending after the first ACTIVE or EXPIRED.
+pub struct Follower {
     queue: Arc<QueueRuntime>,
     claims: TokenClaims,
     snapshots: watch::Receiver<QueueSnapshot>,
@@ -66,9 +69,27 @@ struct Follower {
 }
 
 impl Follower {
+    pub fn new(queue: Arc<QueueRuntime>, claims: TokenClaims) -> Self {
+        Self {
+            snapshots: queue.snapshots(),
+            _counted: queue.subscriber(),
+            queue,
+            claims,
+            waiting: None,
+            finished: false,
+        }
+    }
+
+    pub fn into_stream(self) -> impl Stream<Item = AppResult<TokenView>> + Send + 'static {
+        stream::unfold(self, |mut follower| async move {
+            let item = follower.next_view().await?;
+            Some((item, follower))
+        })
+    }
+
     /// The first item is the state now; later ones come when the position
     /// or the status changes. `None` ends the stream.
-    async fn next_item(&mut self) -> Option<Result<QueueToken>> {
+    pub async fn next_view(&mut self) -> Option<AppResult<TokenView>> {
         if self.finished {
             return None;
         }
@@ -90,13 +111,13 @@ impl Follower {
                 if let TokenState::Waiting { position } = view.state {
                     self.waiting = Some((row, position));
                 }
-                return Some(Ok(view.into()));
+                return Some(Ok(view));
             }
         }
     }
 
-    /// Reads the token's row: at the start, and once when it leaves the line.
-    async fn fresh_state(&mut self) -> Result<QueueToken> {
+    /// Reads the token's state: at the start, and once when it leaves the line.
+    async fn fresh_state(&mut self) -> AppResult<TokenView> {
         let view = self
             .queue
             .view(&self.claims)
@@ -106,6 +127,6 @@ impl Follower {
             TokenState::Waiting { position } => self.waiting = Some((view.row.clone(), position)),
             TokenState::Active { .. } | TokenState::Expired { .. } => self.finished = true,
         }
-        Ok(view.into())
+        Ok(view)
     }
 }

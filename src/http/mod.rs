@@ -1,12 +1,15 @@
 //! The HTTP surface: GraphQL over HTTP and websockets, GraphiQL, health
 //! checks, and the layers every request passes through.
 
+mod ws;
+
 use std::time::Duration;
 
-use async_graphql::Data;
+use std::sync::Arc;
+
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -28,7 +31,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Websocket buffers: messages here are small, and a subscriber should cost
 /// a few KiB, not the 128 KiB tungstenite reserves by default.
-const WS_READ_BUFFER: usize = 512;
+const WS_READ_BUFFER: usize = 256;
 const WS_WRITE_BUFFER: usize = 512;
 const WS_MAX_MESSAGE: usize = 64 * 1024;
 
@@ -107,33 +110,21 @@ fn changes_state(request: &async_graphql::Request) -> bool {
 
 async fn graphql_ws(
     State(state): State<HttpState>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(protocol) = ws::protocol_of(&headers) else {
+        let reason = "offer the graphql-transport-ws or graphql-ws subprotocol";
+        return (StatusCode::BAD_REQUEST, reason).into_response();
+    };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, state.schema, protocol)
-                .on_connection_init(connection_init)
-                .serve()
+            ws::serve(socket, protocol, state.schema, Arc::clone(&state.app.queue))
         })
-}
-
-/// Takes the token from `{"Authorization": "Bearer <token>"}`, or from
-/// `{"headers": {"Authorization": ...}}` as some clients send it.
-async fn connection_init(payload: serde_json::Value) -> async_graphql::Result<Data> {
-    let header = ["Authorization", "authorization"].iter().find_map(|name| {
-        payload
-            .get(name)
-            .or_else(|| payload.get("headers").and_then(|headers| headers.get(name)))
-            .and_then(|value| value.as_str())
-    });
-    let mut data = Data::default();
-    data.insert(Bearer::from_header(header));
-    Ok(data)
 }
 
 async fn healthz() -> &'static str {
@@ -247,28 +238,28 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// GraphiQL and its scripts, vendored from npm so that the page works on a
 /// machine without internet access (see assets/graphiql/LICENSES.md).
 mod graphiql_assets {
-    pub const INDEX: &str = include_str!("../assets/graphiql/index.html");
+    pub const INDEX: &str = include_str!("../../assets/graphiql/index.html");
 
     const FILES: [(&str, &str, &[u8]); 4] = [
         (
             "graphiql.min.js",
             "text/javascript; charset=utf-8",
-            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            include_bytes!("../../assets/graphiql/graphiql.min.js"),
         ),
         (
             "graphiql.min.css",
             "text/css; charset=utf-8",
-            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            include_bytes!("../../assets/graphiql/graphiql.min.css"),
         ),
         (
             "react.production.min.js",
             "text/javascript; charset=utf-8",
-            include_bytes!("../assets/graphiql/react.production.min.js"),
+            include_bytes!("../../assets/graphiql/react.production.min.js"),
         ),
         (
             "react-dom.production.min.js",
             "text/javascript; charset=utf-8",
-            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
         ),
     ];
 

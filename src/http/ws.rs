@@ -1,0 +1,205 @@
+//! `/graphql/ws`: GraphQL over a websocket, in either subprotocol.
+//!
+//! async-graphql speaks the protocols. This loop sits between it and the
+//! socket to take `queueStatus` subscriptions, the one kind a crowd keeps
+//! open, onto the lighter path of `queue::live`; their messages are framed
+//! here the way async-graphql frames its own.
+
+use std::sync::Arc;
+
+use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::{Data, Response};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::StreamMap;
+
+use crate::graphql::AppSchema;
+use crate::graphql::context::Bearer;
+use crate::queue::live;
+use crate::queue::runtime::QueueRuntime;
+
+/// What this loop needs to know of a client message; the rest goes on to
+/// async-graphql untouched.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    payload: Option<serde_json::Value>,
+}
+
+/// A live subscription's output: its responses, then its end.
+enum Live {
+    Next(Box<Response>),
+    Complete,
+}
+
+/// What to do with a message from the client.
+enum Handling {
+    /// async-graphql takes it.
+    Forward,
+    /// Taken here; nothing to answer yet.
+    Taken,
+    /// Taken here; answer this.
+    Answer(Message),
+}
+
+/// One connection's state beside async-graphql's: the live subscriptions
+/// and the connection's token.
+struct Connection {
+    protocol: WebSocketProtocols,
+    schema: AppSchema,
+    queue: Arc<QueueRuntime>,
+    live: StreamMap<String, BoxStream<'static, Live>>,
+    initialised: bool,
+    bearer: Option<String>,
+}
+
+impl Connection {
+    fn handle(&mut self, data: &[u8]) -> Handling {
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
+            return Handling::Forward; // async-graphql answers malformed messages
+        };
+        match (envelope.kind.as_str(), envelope.id, envelope.payload) {
+            ("connection_init", _, payload) if !self.initialised => {
+                self.initialised = true;
+                self.bearer = payload.as_ref().and_then(|payload| bearer_of(payload).0);
+                Handling::Forward
+            }
+            ("subscribe" | "start", Some(id), Some(payload))
+                if self.initialised && !self.live.contains_key(&id) =>
+            {
+                match live::recognize(&payload, self.bearer.as_deref()) {
+                    Some(request) => {
+                        self.start(id, request);
+                        Handling::Taken
+                    }
+                    None => Handling::Forward,
+                }
+            }
+            ("complete" | "stop", Some(id), _) if self.live.remove(&id).is_some() => {
+                Handling::Answer(text(json!({"type": "complete", "id": id})))
+            }
+            _ => Handling::Forward,
+        }
+    }
+
+    fn start(&mut self, id: String, request: live::LiveRequest) {
+        let responses = live::follow(
+            Arc::clone(&self.queue),
+            self.schema.clone(),
+            self.bearer.clone(),
+            request,
+        );
+        let framed = responses
+            .map(|response| Live::Next(Box::new(response)))
+            .chain(stream::once(std::future::ready(Live::Complete)));
+        self.live.insert(id, framed.boxed());
+    }
+
+    fn frame(&self, id: String, event: Live) -> Message {
+        match event {
+            Live::Next(response) => text(json!({
+                "type": next_type(self.protocol),
+                "id": id,
+                "payload": response,
+            })),
+            Live::Complete => text(json!({"type": "complete", "id": id})),
+        }
+    }
+}
+
+pub async fn serve(
+    socket: WebSocket,
+    protocol: WebSocketProtocols,
+    schema: AppSchema,
+    queue: Arc<QueueRuntime>,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    // futures' channel allocates per message, not a block of slots up front:
+    // it costs an idle subscriber next to nothing.
+    let (to_graphql, graphql_input) = futures_channel::mpsc::unbounded::<Vec<u8>>();
+    let mut graphql = async_graphql::http::WebSocket::new(schema.clone(), graphql_input, protocol)
+        .on_connection_init(connection_init);
+    let mut connection = Connection {
+        protocol,
+        schema,
+        queue,
+        live: StreamMap::new(),
+        initialised: false,
+        bearer: None,
+    };
+    loop {
+        let outgoing = tokio::select! {
+            message = incoming.next() => {
+                let data = match message {
+                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                };
+                match connection.handle(&data) {
+                    Handling::Forward if to_graphql.unbounded_send(data).is_err() => break,
+                    Handling::Forward | Handling::Taken => continue,
+                    Handling::Answer(answer) => answer,
+                }
+            }
+            reply = graphql.next() => match reply {
+                Some(WsMessage::Text(reply)) => Message::Text(reply.into()),
+                Some(WsMessage::Close(code, reason)) => {
+                    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+                }
+                None => break,
+            },
+            Some((id, event)) = connection.live.next() => connection.frame(id, event),
+        };
+        let closing = matches!(outgoing, Message::Close(_));
+        if sink.send(outgoing).await.is_err() || closing {
+            break;
+        }
+    }
+}
+
+fn text(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// `next` in graphql-transport-ws, `data` in the older graphql-ws.
+fn next_type(protocol: WebSocketProtocols) -> &'static str {
+    match protocol {
+        WebSocketProtocols::GraphQLWS => "next",
+        WebSocketProtocols::SubscriptionsTransportWS => "data",
+    }
+}
+
+/// Takes the token from `{"Authorization": "Bearer <token>"}`, or from
+/// `{"headers": {"Authorization": ...}}` as some clients send it.
+fn bearer_of(payload: &serde_json::Value) -> Bearer {
+    let header = ["Authorization", "authorization"].iter().find_map(|name| {
+        payload
+            .get(name)
+            .or_else(|| payload.get("headers").and_then(|headers| headers.get(name)))
+            .and_then(|value| value.as_str())
+    });
+    Bearer::from_header(header)
+}
+
+async fn connection_init(payload: serde_json::Value) -> async_graphql::Result<Data> {
+    let mut data = Data::default();
+    data.insert(bearer_of(&payload));
+    Ok(data)
+}
+
+/// The first subprotocol the client offers that we speak, as axum picks it
+/// for the upgrade response.
+pub fn protocol_of(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|name| name.trim().parse().ok())
+}
