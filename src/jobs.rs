@@ -14,10 +14,12 @@ use crate::{booking, clock, queue};
 /// gone; the sweep only tidies the rows and frees the holders' slots.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn spawn(state: &AppState, stop: CancellationToken) -> Vec<JoinHandle<()>> {
+/// Starts the loops; they end when `state.lifecycle.stop` is cancelled.
+pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
+    let stop = &state.lifecycle.stop;
     vec![
         tokio::spawn(admission_loop(state.clone(), stop.clone())),
-        tokio::spawn(sweep_loop(state.clone(), stop)),
+        tokio::spawn(sweep_loop(state.clone(), stop.clone())),
     ]
 }
 

@@ -38,6 +38,17 @@ pub struct AppState {
     pub booking: BookingSettings,
     /// The immutable facts of seats that holds need, kept in memory.
     pub seats: Arc<SeatDirectory>,
+    /// Tells long-lived work (jobs, websockets) to stop, and waits for it.
+    pub lifecycle: Lifecycle,
+}
+
+/// Shutdown for work that outlives a request: cancelling `stop` ends the
+/// background jobs and closes websockets with "going away"; `connections`
+/// lets the server wait for those closes to go out.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub connections: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -71,6 +82,7 @@ impl AppState {
             queue,
             booking,
             seats: Arc::new(SeatDirectory::default()),
+            lifecycle: Lifecycle::default(),
         })
     }
 }

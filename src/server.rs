@@ -9,6 +9,9 @@ use crate::config::Config;
 use crate::error::{AppError, AppResult};
 use crate::{AppState, clock, http, jobs};
 
+/// How long shutdown waits for websockets to send their close frames.
+const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn serve(config: Config) -> AppResult<()> {
     let listen_addr = config.listen_addr;
     let seed_demo = config.seed_demo;
@@ -16,20 +19,29 @@ pub async fn serve(config: Config) -> AppResult<()> {
     if seed_demo && seed::seed_if_empty(&state.pool, clock::now()).await? {
         tracing::info!("demo catalogue loaded");
     }
-    let stop = CancellationToken::new();
-    let jobs = jobs::spawn(&state, stop.clone());
+    let lifecycle = state.lifecycle.clone();
+    let jobs = jobs::spawn(&state);
     let listener = TcpListener::bind(listen_addr)
         .await
         .map_err(|e| AppError::internal(format!("cannot listen on {listen_addr}: {e}")))?;
     let local = listener.local_addr().map_err(AppError::internal)?;
     tracing::info!(address = %local, "listening; GraphiQL at http://{local}/");
     axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal(stop.clone()))
+        .with_graceful_shutdown(shutdown_signal(lifecycle.stop.clone()))
         .await
         .map_err(AppError::internal)?;
-    stop.cancel();
+    lifecycle.stop.cancel();
     for job in jobs {
         let _ = job.await;
+    }
+    // Websockets are not HTTP requests axum waits for: they were told to
+    // close when `stop` was cancelled; give their close frames a moment.
+    lifecycle.connections.close();
+    if tokio::time::timeout(WEBSOCKET_DRAIN, lifecycle.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some websockets did not close in time");
     }
     tracing::info!("stopped");
     Ok(())

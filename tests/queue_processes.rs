@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use common::TestDb;
+use common::process::ServerProcess;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Unsigned};
 use diesel_async::RunQueryDsl;
@@ -24,64 +22,15 @@ use serde_json::json;
 const MAX_ACTIVE: usize = 3;
 const TOKENS: u64 = 45;
 
-/// A `ticket-reservation serve` child process and the log lines it wrote.
-struct ServerProcess {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ServerProcess {
-    fn start(database_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ticket-reservation"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("MAX_ACTIVE_TOKENS", MAX_ACTIVE.to_string())
-            .env("ACTIVE_TOKEN_SECONDS", "1")
-            .env("ADMIT_INTERVAL_MS", "40")
-            .env("SEED_DEMO", "false")
-            .env("TOKEN_SECRET", "two-processes-share-this-token-secret")
-            .env("RUST_LOG", "info,ticket_reservation::jobs=debug")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the server binary");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("GraphiQL at http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    let _ = port_tx.send(port.parse::<u16>().unwrap());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server says where it listens");
-        Self { child, port, log }
-    }
-
-    fn admission_turns(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains("admission turn"))
-            .count()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_server(database_url: &str) -> ServerProcess {
+    ServerProcess::start(
+        database_url,
+        &[
+            ("MAX_ACTIVE_TOKENS", &MAX_ACTIVE.to_string()),
+            ("ACTIVE_TOKEN_SECONDS", "1"),
+            ("ADMIT_INTERVAL_MS", "40"),
+        ],
+    )
 }
 
 async fn gql(port: u16, query: &str, variables: serde_json::Value) -> serde_json::Value {
@@ -109,8 +58,8 @@ struct Admission {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_admit_in_order_and_never_above_the_limit() {
     let db = TestDb::new().await;
-    let first = ServerProcess::start(&db.url);
-    let second = ServerProcess::start(&db.url);
+    let first = start_server(&db.url);
+    let second = start_server(&db.url);
 
     // Both processes issue tokens, interleaved.
     for i in 0..TOKENS {
@@ -179,10 +128,11 @@ async fn two_processes_admit_in_order_and_never_above_the_limit() {
         );
     }
     assert!(
-        first.admission_turns() > 0 && second.admission_turns() > 0,
+        first.log_lines_containing("admission turn") > 0
+            && second.log_lines_containing("admission turn") > 0,
         "both processes admitted (turns: {} and {})",
-        first.admission_turns(),
-        second.admission_turns()
+        first.log_lines_containing("admission turn"),
+        second.log_lines_containing("admission turn")
     );
     let (clean, report) = common::run_check(&db.url, MAX_ACTIVE as u32);
     assert!(clean, "{report}");

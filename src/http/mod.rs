@@ -123,7 +123,15 @@ async fn graphql_ws(
         .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| {
-            ws::serve(socket, protocol, state.schema, Arc::clone(&state.app.queue))
+            let lifecycle = state.app.lifecycle.clone();
+            let serving = ws::serve(
+                socket,
+                protocol,
+                state.schema,
+                Arc::clone(&state.app.queue),
+                lifecycle.stop,
+            );
+            lifecycle.connections.track_future(serving)
         })
 }
 

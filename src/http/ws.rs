@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
 
 use crate::graphql::AppSchema;
 use crate::graphql::context::Bearer;
@@ -117,6 +118,7 @@ pub async fn serve(
     protocol: WebSocketProtocols,
     schema: AppSchema,
     queue: Arc<QueueRuntime>,
+    stop: CancellationToken,
 ) {
     let (mut sink, mut incoming) = socket.split();
     // futures' channel allocates per message, not a block of slots up front:
@@ -155,6 +157,11 @@ pub async fn serve(
                 None => break,
             },
             Some((id, event)) = connection.live.next() => connection.frame(id, event),
+            // The server is going away: say so, so that clients reconnect.
+            () = stop.cancelled() => Message::Close(Some(CloseFrame {
+                code: axum::extract::ws::close_code::AWAY,
+                reason: "the server is shutting down".into(),
+            })),
         };
         let closing = matches!(outgoing, Message::Close(_));
         if sink.send(outgoing).await.is_err() || closing {

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fixtures;
+pub mod process;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -143,9 +144,9 @@ impl TestServer {
         let mut config = test_config(&db.url);
         (options.configure)(&mut config);
         let state = AppState::start(config).await.expect("server state");
-        let stop = CancellationToken::new();
+        let stop = state.lifecycle.stop.clone();
         if options.jobs {
-            ticket_reservation::jobs::spawn(&state, stop.clone());
+            ticket_reservation::jobs::spawn(&state);
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

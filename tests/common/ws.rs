@@ -66,6 +66,16 @@ impl WsClient {
         }
     }
 
+    /// Reads until the server closes; its close code and reason.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        while let Some(message) = self.socket.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+            }
+        }
+        None
+    }
+
     pub async fn init(&mut self, payload: Value) {
         self.send(json!({"type": "connection_init", "payload": payload}))
             .await;
