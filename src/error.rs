@@ -27,6 +27,10 @@ pub enum AppError {
     AlreadyPaid,
     InsufficientBalance,
     LimitExceeded(String),
+    /// An idempotency key turned out to be taken by a call that committed
+    /// meanwhile: the transaction rolls back and the service answers what
+    /// that call did. Never shown to a client (it would read INTERNAL).
+    KeyTaken,
     /// A fault of ours; the detail goes to the log only.
     Internal(String),
     Database(DieselError),
@@ -67,7 +71,7 @@ impl AppError {
             Self::AlreadyPaid => "ALREADY_PAID",
             Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
-            Self::Internal(_) | Self::Database(_) => "INTERNAL",
+            Self::KeyTaken | Self::Internal(_) | Self::Database(_) => "INTERNAL",
         }
     }
 
@@ -110,13 +114,14 @@ impl AppError {
             Self::InsufficientBalance => {
                 "the balance is below the total; charge the balance and pay again".to_owned()
             }
-            Self::Internal(_) | Self::Database(_) => INTERNAL_MESSAGE.to_owned(),
+            Self::KeyTaken | Self::Internal(_) | Self::Database(_) => INTERNAL_MESSAGE.to_owned(),
         }
     }
 
     /// Everything known about the error, for the log.
     pub fn detail(&self) -> String {
         match self {
+            Self::KeyTaken => "internal: an idempotency key was taken meanwhile".to_owned(),
             Self::Internal(detail) => format!("internal: {detail}"),
             Self::Database(error) => format!("database: {error}"),
             other => format!("{}: {}", other.code(), other.public_message()),
@@ -132,7 +137,7 @@ impl From<AppError> for async_graphql::Error {
 
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
-        if matches!(self, Self::Internal(_) | Self::Database(_)) {
+        if matches!(self, Self::KeyTaken | Self::Internal(_) | Self::Database(_)) {
             tracing::error!(error = %self.detail(), "request failed");
         }
         async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {

@@ -11,7 +11,8 @@ use crate::AppState;
 use crate::{booking, clock, queue};
 
 /// How often lapsed holds are swept. Reads already treat a lapsed hold as
-/// gone; the sweep only tidies the rows and frees the holders' slots.
+/// gone; the sweep only rewrites the rows, and wakes the admission loop,
+/// since the holders' tokens ended with their holds.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the loops; they end when `state.lifecycle.stop` is cancelled.
@@ -39,7 +40,7 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
             _ = state.queue.admission_wakeup.notified() => {}
         }
-        match queue::service::admit_waiting(&state.pool, state.queue.settings, clock::now()).await {
+        match queue::service::admit_waiting(&state.pool, state.queue.settings).await {
             Ok(turn) => {
                 state
                     .queue

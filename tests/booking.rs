@@ -289,3 +289,22 @@ async fn a_holder_at_the_limit_still_gets_its_own_hold_back() {
     assert_eq!(again.data("holdSeat")["id"], first);
     common::assert_invariants_hold(&server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_does_not_get_its_old_hold_back() {
+    let server = TestServer::with_settings(|c| c.max_holds_per_user = 2).await;
+    let date = one_date(&server.db).await;
+    let (user, token) = admitted_user(&server, "paid one, kept one").await;
+    common::fixtures::charge(&server, user, "1000000.00", None)
+        .await
+        .data("chargeBalance");
+    let paid = common::fixtures::held(&server, &token, date, 1).await;
+    common::fixtures::held(&server, &token, date, 2).await;
+    common::fixtures::pay(&server, &token, &[&paid], None)
+        .await
+        .data("pay");
+    // Paying ended the token: the hold on seat 2 stays, the token does not.
+    hold(&server, &token, date, 2)
+        .await
+        .expect_code("TOKEN_EXPIRED");
+}

@@ -214,6 +214,27 @@ async fn client_mistakes_get_invalid_input_and_oversize_gets_limit_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_must_be_json_so_other_sites_cannot_post_forms() {
+    let server = TestServer::start().await;
+    let body = r#"{"query": "mutation { registerUser(name: \"csrf\") { id } }"}"#;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let response = server
+            .http
+            .post(server.url("/graphql"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{content_type}");
+    }
+    assert_eq!(
+        common::fixtures::sql_number(&server.db, "SELECT COUNT(*) FROM users").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_runs_queries_but_never_mutations() {
     let server = TestServer::start().await;
     let query = server

@@ -337,3 +337,47 @@ async fn payments_racing_the_lapse_of_their_holds_are_all_or_nothing() {
     eprintln!("{paid} of 40 payments beat the lapse");
     common::assert_invariants_hold(&server);
 }
+
+/// Charges (with and without keys) racing a payment of the same user: each
+/// takes the user's row for writing before any foreign key takes it for
+/// reading, so none deadlocks; all apply once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn charges_and_a_payment_of_one_user_all_apply_once() {
+    let server = Arc::new(TestServer::start().await);
+    let date = one_date(&server.db).await;
+    let (user, token) = admitted_user(&server, "busy").await;
+    charge(&server, user, "200000.00", Some("first"))
+        .await
+        .data("chargeBalance");
+    let holds = [
+        held(&server, &token, date, 40).await,
+        held(&server, &token, date, 41).await,
+    ];
+    let answers = {
+        let (server, token) = (Arc::clone(&server), token.clone());
+        let holds = Arc::new(holds.clone());
+        concurrently(41, move |i| {
+            let (server, token, holds) = (Arc::clone(&server), token.clone(), Arc::clone(&holds));
+            async move {
+                match i {
+                    0 => pay(&server, &token, &[&holds[0], &holds[1]], Some("checkout"))
+                        .await
+                        .code(),
+                    odd if odd % 2 == 1 => charge(&server, user, "1.00", Some(&format!("k{odd}")))
+                        .await
+                        .code(),
+                    _ => charge(&server, user, "1.00", None).await.code(),
+                }
+            }
+        })
+        .await
+    };
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    // 200,000 + 40 charges of 1.00 - 2 x 99,000
+    assert_eq!(balance(&server, user).await, "2040.00");
+    assert_eq!(
+        sql_number(&server.db, "SELECT COUNT(*) FROM balance_entries").await,
+        42
+    );
+    common::assert_invariants_hold(&server);
+}

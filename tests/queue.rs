@@ -15,16 +15,12 @@ use std::sync::Arc;
 use common::fixtures::{self, Token, issue_token, queue_status, register};
 use common::{TestServer, concurrently};
 use serde_json::json;
-use ticket_reservation::{clock, queue};
+use ticket_reservation::queue;
 
 async fn admit_now(server: &TestServer) {
-    let turn = queue::service::admit_waiting(
-        &server.state.pool,
-        server.state.queue.settings,
-        clock::now(),
-    )
-    .await
-    .unwrap();
+    let turn = queue::service::admit_waiting(&server.state.pool, server.state.queue.settings)
+        .await
+        .unwrap();
     server.state.queue.publish(turn.counters);
 }
 

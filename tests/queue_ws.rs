@@ -181,3 +181,42 @@ async fn a_subscription_before_connection_init_is_refused() {
         "the server closes the connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_may_come_as_the_upgrade_requests_authorization() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect_with_token(server.addr, TRANSPORT_WS, &tokens[2]).await;
+    client.init(json!({})).await;
+    client.subscribe("1", FOLLOW, json!({"token": ""})).await;
+    let first = client.next().await.unwrap();
+    assert_eq!(
+        first["payload"]["data"]["queueStatus"]["position"], 2,
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_follows_a_bounded_number_of_places() {
+    let (server, tokens) = line_of_four().await;
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    for i in 0..17 {
+        client
+            .subscribe(&format!("s{i}"), FOLLOW, json!({"token": tokens[3]}))
+            .await;
+    }
+    let mut refused = None;
+    for _ in 0..40 {
+        let message = client.next().await.unwrap();
+        if message["type"] == "error" {
+            refused = Some(message);
+            break;
+        }
+    }
+    let refused = refused.expect("the 17th subscription is refused");
+    assert_eq!(refused["id"], "s16");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+}

@@ -228,3 +228,24 @@ async fn users_are_registered_with_trimmed_names_and_found_by_id() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_amount_anywhere_in_a_document_stops_all_of_it() {
+    let server = TestServer::start().await;
+    let user = register(&server, "careful").await;
+    let two = "mutation($u: UUID!, $a: Decimal!, $b: Decimal!) { \
+               first: chargeBalance(userId: $u, amount: $a) { balance } \
+               second: chargeBalance(userId: $u, amount: $b) { balance } }";
+    // Twice: the second time the document is known and its parse is cached.
+    for _ in 0..2 {
+        server
+            .gql(two, json!({"u": user, "a": "10.00", "b": "1e3"}), None)
+            .await
+            .expect_code("INVALID_INPUT");
+    }
+    assert_eq!(balance(&server, user).await, "0.00");
+    let answer = server
+        .gql(two, json!({"u": user, "a": "10.00", "b": "2.50"}), None)
+        .await;
+    assert_eq!(answer.data("second")["balance"], "12.50");
+}

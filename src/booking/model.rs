@@ -116,16 +116,13 @@ pub async fn take_seat(
     Ok(taken == 1)
 }
 
-pub async fn find_reservation(
-    conn: &mut AsyncMysqlConnection,
-    id: DbUuid,
-) -> QueryResult<Option<ReservationRow>> {
-    reservations::table
-        .find(id)
-        .select(ReservationRow::as_select())
+/// What a seat's row says it is (for explaining a refused hold).
+pub async fn seat_status(conn: &mut AsyncMysqlConnection, seat_id: u64) -> QueryResult<SeatStatus> {
+    seats::table
+        .find(seat_id)
+        .select(seats::status)
         .first(conn)
         .await
-        .optional()
 }
 
 /// Locks the reservations being paid, in primary-key order.

@@ -45,7 +45,14 @@ impl SeatDirectory {
     /// in the catalogue.
     pub async fn seat(&self, pool: &DbPool, date_id: u64, number: i32) -> AppResult<SeatFacts> {
         let cell = self.cell(date_id);
-        let date = cell.get_or_try_init(|| load(pool, date_id)).await?;
+        let date = match cell.get_or_try_init(|| load(pool, date_id)).await {
+            Ok(date) => date,
+            Err(error) => {
+                // Do not keep cells for dates that are not there.
+                self.forget(date_id);
+                return Err(error);
+            }
+        };
         let (seat_id, price) = date.seats.get(&number).cloned().ok_or_else(|| {
             AppError::not_found(format!("no seat {number} on concert date {date_id}"))
         })?;
@@ -54,6 +61,12 @@ impl SeatDirectory {
             price,
             starts_at: date.starts_at,
         })
+    }
+
+    fn forget(&self, date_id: u64) {
+        if let Ok(mut dates) = self.dates.write() {
+            dates.remove(&date_id);
+        }
     }
 
     fn cell(&self, date_id: u64) -> DateCell {

@@ -64,13 +64,6 @@ impl SeatRow {
             (status, _) => status,
         }
     }
-
-    /// The reservation holding the seat now, if a hold is live.
-    pub fn live_hold(&self, now: NaiveDateTime) -> Option<DbUuid> {
-        (self.status_at(now) == SeatStatus::Held)
-            .then_some(self.held_by_reservation_id)
-            .flatten()
-    }
 }
 
 type HoldableNow = Or<

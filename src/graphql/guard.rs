@@ -13,10 +13,11 @@ enum Requirement {
     /// The token must be ACTIVE now (read from its row).
     Active,
     /// The token must be out of the line (read from the line's counters
-    /// alone). For `holdSeat` and `pay`, whose transactions check the
-    /// token's row as their first conditional write and answer
-    /// TOKEN_EXPIRED themselves, after any more precise error (a retried
-    /// payment, a hold already paid or lapsed).
+    /// alone). For `holdSeat` and `pay`, whose transactions begin with a
+    /// conditional write on the token's row (ACTIVE, and this very token)
+    /// and, when it matches nothing, answer UNAUTHENTICATED or TOKEN_EXPIRED
+    /// themselves, after any more precise error (a retried payment, a hold
+    /// already paid or lapsed).
     Admitted,
 }
 

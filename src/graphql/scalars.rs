@@ -26,6 +26,12 @@ impl ScalarType for Money {
         }
     }
 
+    /// Lets validation refuse a bad amount before anything runs, so that a
+    /// document with several mutations does not run the ones before it.
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(text) if Money::parse(text).is_ok())
+    }
+
     fn to_value(&self) -> Value {
         Value::String(self.to_string())
     }

@@ -70,13 +70,28 @@ fn bearer_of(headers: &HeaderMap) -> Bearer {
     )
 }
 
+/// `POST /graphql` takes JSON only. A browser may send a form or text/plain
+/// to any site without asking first; JSON makes it ask (CORS preflight), so
+/// another site cannot post a mutation with a visitor's browser.
 async fn graphql_post(
     State(state): State<HttpState>,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let body = json!({"errors": [{
+            "message": "send the GraphQL request as Content-Type: application/json",
+            "extensions": {"code": "INVALID_INPUT"}
+        }]});
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response();
+    }
     let request = request.into_inner().data(bearer_of(&headers));
-    state.schema.execute(request).await.into()
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
 }
 
 /// `GET /graphql?query=...` runs queries only: a GET must never change
@@ -113,6 +128,7 @@ async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let bearer = bearer_of(&headers);
     let Some(protocol) = ws::protocol_of(&headers) else {
         let reason = "offer the graphql-transport-ws or graphql-ws subprotocol";
         return (StatusCode::BAD_REQUEST, reason).into_response();
@@ -124,14 +140,16 @@ async fn graphql_ws(
         .max_message_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let lifecycle = state.app.lifecycle.clone();
-            let serving = ws::serve(
-                socket,
+            let context = ws::Context {
                 protocol,
-                state.schema,
-                Arc::clone(&state.app.queue),
-                lifecycle.stop,
-            );
-            lifecycle.connections.track_future(serving)
+                schema: state.schema,
+                queue: Arc::clone(&state.app.queue),
+                stop: lifecycle.stop.clone(),
+                bearer,
+            };
+            lifecycle
+                .connections
+                .track_future(ws::serve(socket, context))
         })
 }
 

@@ -38,6 +38,11 @@ enum Live {
     Complete,
 }
 
+/// Live subscriptions one connection may hold; a browser follows one place.
+const MAX_LIVE_PER_CONNECTION: usize = 16;
+/// Messages waiting for async-graphql before the connection is dropped.
+const MAX_QUEUED_MESSAGES: usize = 64;
+
 /// What to do with a message from the client.
 enum Handling {
     /// async-graphql takes it.
@@ -67,13 +72,18 @@ impl Connection {
         match (envelope.kind.as_str(), envelope.id, envelope.payload) {
             ("connection_init", _, payload) if !self.initialised => {
                 self.initialised = true;
-                self.bearer = payload.as_ref().and_then(|payload| bearer_of(payload).0);
+                if let Some(token) = payload.as_ref().and_then(|payload| bearer_of(payload).0) {
+                    self.bearer = Some(token);
+                }
                 Handling::Forward
             }
             ("subscribe" | "start", Some(id), Some(payload))
                 if self.initialised && !self.live.contains_key(&id) =>
             {
                 match live::recognize(&payload, self.bearer.as_deref()) {
+                    Some(_) if self.live.len() >= MAX_LIVE_PER_CONNECTION => {
+                        Handling::Answer(self.too_many(&id))
+                    }
                     Some(request) => {
                         self.start(id, request);
                         Handling::Taken
@@ -101,6 +111,18 @@ impl Connection {
         self.live.insert(id, framed.boxed());
     }
 
+    fn too_many(&self, id: &str) -> Message {
+        let error = json!({
+            "message": format!("at most {MAX_LIVE_PER_CONNECTION} queueStatus subscriptions per connection"),
+            "extensions": {"code": "LIMIT_EXCEEDED"},
+        });
+        let payload = match self.protocol {
+            WebSocketProtocols::GraphQLWS => json!([error]),
+            WebSocketProtocols::SubscriptionsTransportWS => error,
+        };
+        text(json!({"type": "error", "id": id, "payload": payload}))
+    }
+
     fn frame(&self, id: String, event: Live) -> Message {
         match event {
             Live::Next(response) => text(json!({
@@ -113,26 +135,40 @@ impl Connection {
     }
 }
 
-pub async fn serve(
-    socket: WebSocket,
-    protocol: WebSocketProtocols,
-    schema: AppSchema,
-    queue: Arc<QueueRuntime>,
-    stop: CancellationToken,
-) {
+/// What a websocket needs from the server around it.
+pub struct Context {
+    pub protocol: WebSocketProtocols,
+    pub schema: AppSchema,
+    pub queue: Arc<QueueRuntime>,
+    pub stop: CancellationToken,
+    /// The upgrade request's `Authorization: Bearer` token, if any; a token
+    /// in the `connection_init` payload takes its place.
+    pub bearer: Bearer,
+}
+
+pub async fn serve(socket: WebSocket, context: Context) {
+    let Context {
+        protocol,
+        schema,
+        queue,
+        stop,
+        bearer,
+    } = context;
     let (mut sink, mut incoming) = socket.split();
     // futures' channel allocates per message, not a block of slots up front:
     // it costs an idle subscriber next to nothing.
-    let (to_graphql, graphql_input) = futures_channel::mpsc::unbounded::<Vec<u8>>();
+    let (mut to_graphql, graphql_input) =
+        futures_channel::mpsc::channel::<Vec<u8>>(MAX_QUEUED_MESSAGES);
+    let upgrade_bearer = bearer.clone();
     let mut graphql = async_graphql::http::WebSocket::new(schema.clone(), graphql_input, protocol)
-        .on_connection_init(connection_init);
+        .on_connection_init(move |payload| connection_init(payload, upgrade_bearer));
     let mut connection = Connection {
         protocol,
         schema,
         queue,
         live: StreamMap::new(),
         initialised: false,
-        bearer: None,
+        bearer: bearer.0,
     };
     loop {
         let outgoing = tokio::select! {
@@ -144,7 +180,7 @@ pub async fn serve(
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 };
                 match connection.handle(&data) {
-                    Handling::Forward if to_graphql.unbounded_send(data).is_err() => break,
+                    Handling::Forward if to_graphql.try_send(data).is_err() => break,
                     Handling::Forward | Handling::Taken => continue,
                     Handling::Answer(answer) => answer,
                 }
@@ -194,9 +230,17 @@ fn bearer_of(payload: &serde_json::Value) -> Bearer {
     Bearer::from_header(header)
 }
 
-async fn connection_init(payload: serde_json::Value) -> async_graphql::Result<Data> {
+async fn connection_init(
+    payload: serde_json::Value,
+    upgrade: Bearer,
+) -> async_graphql::Result<Data> {
     let mut data = Data::default();
-    data.insert(bearer_of(&payload));
+    let from_payload = bearer_of(&payload);
+    data.insert(if from_payload.0.is_some() {
+        from_payload
+    } else {
+        upgrade
+    });
     Ok(data)
 }
 

@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection,
+};
 use async_graphql::{Data, Request, Response, ServerError, Value, Variables};
 use async_graphql_value::Value as ParsedValue;
 use futures_util::StreamExt;
@@ -19,8 +21,8 @@ use futures_util::stream::{self, BoxStream};
 
 use super::runtime::{QueueRuntime, TokenView};
 use super::subscription::{Follower, PresetView};
-use crate::graphql::AppSchema;
 use crate::graphql::context::Bearer;
+use crate::graphql::{AppSchema, MAX_QUERY_BYTES};
 
 /// A `queueStatus` subscription as the client sent it, and its token. The
 /// variables stay JSON text until a state is rendered: kept parsed, they
@@ -34,12 +36,15 @@ pub struct LiveRequest {
 
 /// The request, if the payload is a subscription to `queueStatus` and
 /// nothing else, with a token argument (or an empty one and a connection
-/// token).
+/// token). Anything else, oversized queries included, is for async-graphql.
 pub fn recognize(
     payload: &serde_json::Value,
     connection_bearer: Option<&str>,
 ) -> Option<LiveRequest> {
     let query = payload.get("query")?.as_str()?;
+    if query.len() > MAX_QUERY_BYTES {
+        return None;
+    }
     let raw_variables = payload
         .get("variables")
         .filter(|variables| !variables.is_null());
@@ -48,10 +53,33 @@ pub fn recognize(
         .unwrap_or_default();
     let operation_name = payload
         .get("operationName")
-        .and_then(serde_json::Value::as_str)
-        .map(Box::from);
+        .and_then(serde_json::Value::as_str);
     let document = async_graphql::parser::parse_query(query).ok()?;
-    let operation = match (&document.operations, operation_name.as_deref()) {
+    let token = queue_status_token(&document, operation_name, &variables)?;
+    let token = if token.trim().is_empty() {
+        connection_bearer?.to_owned()
+    } else {
+        token
+    };
+    Some(LiveRequest {
+        query: Box::from(query),
+        variables: raw_variables
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+            .into_boxed_str(),
+        operation_name: operation_name.map(Box::from),
+        token,
+    })
+}
+
+/// The `token` argument, if the operation is exactly one `queueStatus`
+/// subscription field, without fragments or directives.
+fn queue_status_token(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+) -> Option<String> {
+    let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => operation,
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
         (DocumentOperations::Multiple(_), None) => return None,
@@ -68,28 +96,14 @@ pub fn recognize(
     if field.node.name.node != "queueStatus" || !field.node.directives.is_empty() {
         return None;
     }
-    let token = match &field.node.get_argument("token")?.node {
-        ParsedValue::String(token) => token.clone(),
+    match &field.node.get_argument("token")?.node {
+        ParsedValue::String(token) => Some(token.clone()),
         ParsedValue::Variable(name) => match variables.get(name)? {
-            Value::String(token) => token.clone(),
-            _ => return None,
+            Value::String(token) => Some(token.clone()),
+            _ => None,
         },
-        _ => return None,
-    };
-    let token = if token.trim().is_empty() {
-        connection_bearer?.to_owned()
-    } else {
-        token
-    };
-    Some(LiveRequest {
-        query: Box::from(query),
-        variables: raw_variables
-            .map(|v| v.to_string())
-            .unwrap_or_default()
-            .into_boxed_str(),
-        operation_name,
-        token,
-    })
+        _ => None,
+    }
 }
 
 /// The subscription's responses: the state now, then each change, the

@@ -3,6 +3,7 @@
 pub mod graphql;
 pub mod live;
 pub mod model;
+mod rate;
 pub mod runtime;
 pub mod service;
 pub mod subscription;

@@ -2,16 +2,16 @@
 //! issues, the admission snapshot every subscriber follows, and the
 //! admission rate that estimates waits.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::NaiveDateTime;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::model::{QueueCounters, TokenRow};
+use super::rate::AdmissionRate;
 use super::service::{self, QueueSettings, TokenState};
 use super::token::{TokenClaims, TokenSigner};
 use crate::batch::Batcher;
@@ -21,8 +21,6 @@ use crate::error::{AppError, AppResult};
 
 /// Largest number of requests one batched statement serves.
 const MAX_BATCH: usize = 512;
-/// How far back admissions count towards the observed rate.
-const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A token as the server sees it now: its row, its state and its bearer text.
 #[derive(Debug, Clone)]
@@ -84,45 +82,8 @@ pub struct QueueRuntime {
 
 impl QueueRuntime {
     pub fn start(pool: DbPool, settings: QueueSettings, secret: &[u8]) -> Self {
-        let lookup_pool = pool.clone();
-        let lookups = Batcher::spawn(MAX_BATCH, move |asked: Vec<Lookup>| {
-            let pool = lookup_pool.clone();
-            async move {
-                let rows_wanted: Vec<u64> = asked
-                    .iter()
-                    .filter(|lookup| lookup.with_row)
-                    .map(|lookup| lookup.seq)
-                    .collect();
-                match service::lookup_batch(&pool, &rows_wanted).await {
-                    // One token may be asked about several times in one batch.
-                    Ok((counters, rows)) => asked
-                        .iter()
-                        .map(|lookup| Ok((counters, rows.get(&lookup.seq).cloned())))
-                        .collect(),
-                    Err(error) => {
-                        tracing::error!(error = %error.detail(), "token lookup batch failed");
-                        vec![Err(error.detail()); asked.len()]
-                    }
-                }
-            }
-        });
-        let issues = Batcher::spawn(MAX_BATCH, move |users: Vec<Uuid>| {
-            let pool = pool.clone();
-            async move {
-                match service::issue_batch(&pool, settings, &users, clock::now()).await {
-                    Ok(answers) => answers
-                        .into_iter()
-                        .map(|answer| {
-                            answer.map_err(|e| IssueFailure::UnknownUser(e.public_message()))
-                        })
-                        .collect(),
-                    Err(error) => {
-                        tracing::error!(error = %error.detail(), "token issue batch failed");
-                        vec![Err(IssueFailure::Failed(error.detail())); users.len()]
-                    }
-                }
-            }
-        });
+        let lookups = spawn_lookups(pool.clone());
+        let issues = spawn_issues(pool, settings);
         let (snapshot, _) = watch::channel(QueueSnapshot {
             counters: QueueCounters {
                 last_issued_seq: 0,
@@ -301,6 +262,51 @@ impl QueueRuntime {
     }
 }
 
+/// Token reads, coalesced: one read of the counters (and of the admitted
+/// tokens' rows that were asked for) answers every read waiting meanwhile.
+fn spawn_lookups(pool: DbPool) -> Batcher<Lookup, LookupAnswer> {
+    Batcher::spawn(MAX_BATCH, move |asked: Vec<Lookup>| {
+        let pool = pool.clone();
+        async move {
+            let rows_wanted: Vec<u64> = asked
+                .iter()
+                .filter(|lookup| lookup.with_row)
+                .map(|lookup| lookup.seq)
+                .collect();
+            match service::lookup_batch(&pool, &rows_wanted).await {
+                // One token may be asked about several times in one batch.
+                Ok((counters, rows)) => asked
+                    .iter()
+                    .map(|lookup| Ok((counters, rows.get(&lookup.seq).cloned())))
+                    .collect(),
+                Err(error) => {
+                    tracing::error!(error = %error.detail(), "token lookup batch failed");
+                    vec![Err(error.detail()); asked.len()]
+                }
+            }
+        }
+    })
+}
+
+/// `issueToken` calls, coalesced into one transaction per batch.
+fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<Uuid, IssueAnswer> {
+    Batcher::spawn(MAX_BATCH, move |users: Vec<Uuid>| {
+        let pool = pool.clone();
+        async move {
+            match service::issue_batch(&pool, settings, &users).await {
+                Ok(answers) => answers
+                    .into_iter()
+                    .map(|answer| answer.map_err(|e| IssueFailure::UnknownUser(e.public_message())))
+                    .collect(),
+                Err(error) => {
+                    tracing::error!(error = %error.detail(), "token issue batch failed");
+                    vec![Err(IssueFailure::Failed(error.detail())); users.len()]
+                }
+            }
+        }
+    })
+}
+
 pub struct SubscriberGuard(Arc<QueueRuntime>);
 
 impl Drop for SubscriberGuard {
@@ -318,72 +324,5 @@ pub fn claims_of(row: &TokenRow) -> TokenClaims {
         user_id: row.user_id.0,
         issued_at: row.issued_at,
         nonce,
-    }
-}
-
-/// Samples of the admission cursor over time; their slope is the rate.
-#[derive(Debug, Default)]
-struct AdmissionRate {
-    samples: VecDeque<(Instant, u64)>,
-}
-
-/// Samples closer together than this are merged, to bound memory.
-const SAMPLE_SPACING: Duration = Duration::from_millis(250);
-
-impl AdmissionRate {
-    fn record(&mut self, at: Instant, cursor: u64) {
-        match self.samples.back_mut() {
-            Some((last_at, last_cursor)) if at.duration_since(*last_at) < SAMPLE_SPACING => {
-                *last_cursor = (*last_cursor).max(cursor);
-            }
-            _ => self.samples.push_back((at, cursor)),
-        }
-        self.forget_before(at);
-    }
-
-    fn forget_before(&mut self, now: Instant) {
-        while let Some((at, _)) = self.samples.front() {
-            if now.duration_since(*at) > RATE_WINDOW && self.samples.len() > 1 {
-                self.samples.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn per_second(&mut self, now: Instant) -> f64 {
-        self.forget_before(now);
-        match (self.samples.front(), self.samples.back()) {
-            (Some((first_at, first)), Some((last_at, last))) if last_at > first_at => {
-                last.saturating_sub(*first) as f64 / last_at.duration_since(*first_at).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rate_is_the_slope_of_the_cursor() {
-        let start = Instant::now();
-        let mut rate = AdmissionRate::default();
-        rate.record(start, 100);
-        rate.record(start + Duration::from_secs(10), 150);
-        let per_second = rate.per_second(start + Duration::from_secs(10));
-        assert!((per_second - 5.0).abs() < 1e-9, "{per_second}");
-    }
-
-    #[test]
-    fn old_samples_leave_the_window() {
-        let start = Instant::now();
-        let mut rate = AdmissionRate::default();
-        rate.record(start, 0);
-        rate.record(start + Duration::from_secs(30), 1_000);
-        rate.record(start + Duration::from_secs(100), 1_000);
-        let per_second = rate.per_second(start + Duration::from_secs(100));
-        assert!(per_second < 1_000.0 / 30.0, "{per_second}");
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::model::{self, QueueCounters, TokenRow, TokenStatus};
 use super::token::random_nonce;
+use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
 use crate::wallet;
@@ -61,11 +62,10 @@ pub async fn issue_batch(
     pool: &DbPool,
     settings: QueueSettings,
     user_ids: &[Uuid],
-    now: NaiveDateTime,
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
     let mut conn = db::connect(pool).await?;
     crate::transaction_with_retry!(conn, |conn| {
-        issue_in_transaction(conn, settings, user_ids, now).await
+        issue_in_transaction(conn, settings, user_ids).await
     })
 }
 
@@ -73,9 +73,10 @@ async fn issue_in_transaction(
     conn: &mut AsyncMysqlConnection,
     settings: QueueSettings,
     user_ids: &[Uuid],
-    now: NaiveDateTime,
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
     let counters = model::lock_counters(conn).await?;
+    // Read once the line is ours: lapses and admissions are judged by it.
+    let now = clock::now();
     let distinct: Vec<DbUuid> = distinct_in_order(user_ids);
     let known: HashSet<DbUuid> = wallet::model::existing_user_ids(conn, &distinct)
         .await?
@@ -221,14 +222,11 @@ pub async fn lookup_batch(
 /// earliest WAITING tokens into the free slots. The counters row lock makes
 /// concurrent turns from several processes take turns, so the limit and the
 /// order hold across processes.
-pub async fn admit_waiting(
-    pool: &DbPool,
-    settings: QueueSettings,
-    now: NaiveDateTime,
-) -> AppResult<AdmissionTurn> {
+pub async fn admit_waiting(pool: &DbPool, settings: QueueSettings) -> AppResult<AdmissionTurn> {
     let mut conn = db::connect(pool).await?;
     crate::transaction_with_retry!(conn, |conn| {
         let before = model::lock_counters(conn).await?;
+        let now = clock::now();
         model::expire_lapsed_tokens(conn, now).await?;
         let after = admit_next(conn, settings, before, now).await?;
         if after != before {

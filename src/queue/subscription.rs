@@ -106,7 +106,9 @@ impl Follower {
             if cursor >= self.claims.seq {
                 return Some(self.fresh_state().await);
             }
-            if self.claims.seq - cursor != position {
+            // Only a newer cursor moves the position: a snapshot read before
+            // the row this follower last read can be older than it.
+            if self.claims.seq - cursor < position {
                 let view = self.queue.to_view(row.clone(), cursor, clock::now());
                 if let TokenState::Waiting { position } = view.state {
                     self.waiting = Some((row, position));

@@ -80,17 +80,6 @@ pub async fn find_user(
         .optional()
 }
 
-pub async fn users_by_ids(
-    conn: &mut AsyncMysqlConnection,
-    ids: &[DbUuid],
-) -> QueryResult<Vec<UserRow>> {
-    users::table
-        .filter(users::id.eq_any(ids))
-        .select(UserRow::as_select())
-        .load(conn)
-        .await
-}
-
 pub async fn existing_user_ids(
     conn: &mut AsyncMysqlConnection,
     ids: &[DbUuid],
@@ -194,13 +183,16 @@ pub async fn entries_of_users(
         .await
 }
 
-/// Claims an idempotency key. False when it was already used; a concurrent
-/// claim of the same key waits here until the first transaction ends.
+/// Records that an idempotency key was used (by a payment, for PAY keys).
+/// False when it already was. Called last in a transaction, once the
+/// user's row is locked: the key's foreign key takes a shared lock on that
+/// row, which taken first would deadlock with the exclusive one.
 pub async fn claim_key(
     conn: &mut AsyncMysqlConnection,
     user: DbUuid,
     scope: KeyScope,
     key: &str,
+    payment: Option<DbUuid>,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(idempotency_keys::table)
@@ -208,6 +200,7 @@ pub async fn claim_key(
             idempotency_keys::user_id.eq(user),
             idempotency_keys::scope.eq(scope),
             idempotency_keys::idempotency_key.eq(key),
+            idempotency_keys::payment_id.eq(payment),
             idempotency_keys::created_at.eq(now),
         ))
         .execute(conn)
@@ -217,6 +210,20 @@ pub async fn claim_key(
         Err(error) if crate::error::is_unique_violation(&error) => Ok(false),
         Err(error) => Err(error),
     }
+}
+
+/// Whether this user already used this key for this operation.
+pub async fn key_used(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    scope: KeyScope,
+    key: &str,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        idempotency_keys::table.find((user, scope, key)),
+    ))
+    .get_result(conn)
+    .await
 }
 
 /// The payment a used PAY key answered with.
@@ -231,19 +238,4 @@ pub async fn payment_of_key(
         .first(conn)
         .await
         .optional()
-}
-
-pub async fn record_key_payment(
-    conn: &mut AsyncMysqlConnection,
-    user: DbUuid,
-    key: &str,
-    payment: DbUuid,
-) -> QueryResult<()> {
-    Prepared(
-        diesel::update(idempotency_keys::table.find((user, KeyScope::Pay, key)))
-            .set(idempotency_keys::payment_id.eq(Some(payment))),
-    )
-    .execute(conn)
-    .await
-    .map(drop)
 }

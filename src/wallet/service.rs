@@ -2,7 +2,6 @@
 //! moves together with its history.
 
 use chrono::NaiveDateTime;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncMysqlConnection;
 use uuid::Uuid;
 
@@ -81,28 +80,39 @@ pub async fn charge(
     let key = valid_key(key)?;
     let user = DbUuid(user_id);
     let mut conn = db::connect(pool).await?;
-    crate::transaction_with_retry!(conn, |conn| {
-        charge_in_transaction(conn, user, &amount, key.as_deref()).await
-    })?;
+    let repeated = match key.as_deref() {
+        Some(key) => model::key_used(&mut conn, user, KeyScope::Charge, key).await?,
+        None => false,
+    };
+    if !repeated {
+        let charged = crate::transaction_with_retry!(conn, |conn| {
+            charge_in_transaction(conn, user, &amount, key.as_deref()).await
+        });
+        // A refusal may be the trace of a concurrent call with this key
+        // (the cap it filled, the key it took): then answer as it left things.
+        if let Err(refused) = charged {
+            let replay = match key.as_deref() {
+                Some(key) => model::key_used(&mut conn, user, KeyScope::Charge, key).await?,
+                None => false,
+            };
+            if !replay {
+                return Err(refused);
+            }
+        }
+    }
     model::find_user(&mut conn, user)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no user with id {user_id}")))
 }
 
+/// Credits the balance (locking the user's row first), records the entry,
+/// then the key.
 async fn charge_in_transaction(
     conn: &mut AsyncMysqlConnection,
     user: DbUuid,
     amount: &Money,
     key: Option<&str>,
 ) -> AppResult<()> {
-    if let Some(key) = key {
-        let fresh = model::claim_key(conn, user, KeyScope::Charge, key, clock::now())
-            .await
-            .map_err(|e| unknown_user_on_fk(e, user))?;
-        if !fresh {
-            return Ok(());
-        }
-    }
     let cap = balance_cap();
     if !model::credit(conn, user, amount.as_decimal(), cap.as_decimal()).await? {
         return Err(match model::find_user(conn, user).await? {
@@ -113,30 +123,45 @@ async fn charge_in_transaction(
         });
     }
     // Read under the user's row lock: entries' instants follow their order.
+    let now = clock::now();
     model::record_entry(
         conn,
         user,
         EntryKind::Charge,
         amount.as_decimal(),
         None,
-        clock::now(),
+        now,
     )
     .await?;
+    if let Some(key) = key
+        && !model::claim_key(conn, user, KeyScope::Charge, key, None, now).await?
+    {
+        return Err(AppError::KeyTaken);
+    }
     Ok(())
 }
 
-/// Takes `total` from the user's balance and records the PAYMENT entry, in
-/// the caller's transaction. INSUFFICIENT_BALANCE leaves everything as it was
+/// Takes `total` from the user's balance, locking the user's row, in the
+/// caller's transaction. INSUFFICIENT_BALANCE leaves everything as it was
 /// once the caller rolls back.
-pub async fn pay_from_balance(
+pub async fn take_from_balance(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    total: &Money,
+) -> AppResult<()> {
+    if !model::debit(conn, user, total.as_decimal()).await? {
+        return Err(AppError::InsufficientBalance);
+    }
+    Ok(())
+}
+
+/// Records the PAYMENT entry of a payment whose amount was taken.
+pub async fn record_payment(
     conn: &mut AsyncMysqlConnection,
     user: DbUuid,
     total: &Money,
     payment: DbUuid,
 ) -> AppResult<()> {
-    if !model::debit(conn, user, total.as_decimal()).await? {
-        return Err(AppError::InsufficientBalance);
-    }
     let amount = total.negated().into_decimal();
     model::record_entry(
         conn,
@@ -148,15 +173,6 @@ pub async fn pay_from_balance(
     )
     .await?;
     Ok(())
-}
-
-fn unknown_user_on_fk(error: DieselError, user: DbUuid) -> AppError {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-            AppError::not_found(format!("no user with id {}", user.0))
-        }
-        other => other.into(),
-    }
 }
 
 #[cfg(test)]

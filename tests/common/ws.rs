@@ -19,12 +19,30 @@ pub const LEGACY_WS: &str = "graphql-ws";
 
 impl WsClient {
     pub async fn connect(addr: std::net::SocketAddr, protocol: &'static str) -> Self {
+        Self::open(addr, protocol, None).await
+    }
+
+    /// Connects with `Authorization: Bearer <token>` on the upgrade request.
+    pub async fn connect_with_token(
+        addr: std::net::SocketAddr,
+        protocol: &'static str,
+        token: &str,
+    ) -> Self {
+        Self::open(addr, protocol, Some(token)).await
+    }
+
+    async fn open(addr: std::net::SocketAddr, protocol: &'static str, token: Option<&str>) -> Self {
         let mut request = format!("ws://{addr}/graphql/ws")
             .into_client_request()
             .unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        }
         let (socket, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("websocket upgrade");

@@ -1,0 +1,119 @@
+//! `holdSeat`.
+
+use chrono::NaiveDateTime;
+use diesel_async::AsyncMysqlConnection;
+use uuid::Uuid;
+
+use super::{BookingSettings, MAX_SEAT, MIN_SEAT};
+use crate::booking::model::{self, ReservationRow, ReservationStatus};
+use crate::catalogue::directory::{SeatDirectory, SeatFacts};
+use crate::catalogue::model::SeatStatus;
+use crate::clock;
+use crate::db::{self, DbPool, DbUuid};
+use crate::error::{AppError, AppResult};
+use crate::queue;
+use crate::queue::token::TokenClaims;
+
+/// Holds the seat for the bearer's user until now + hold time, or answers
+/// the user's own live hold on it again.
+///
+/// The transaction is two conditional writes and an insert: take one of the
+/// token's hold slots (the token row's lock makes one user's holds take
+/// turns), take the seat (the row lock every caller for that seat queues on;
+/// the affected-row count picks the one winner), record the reservation.
+/// Anything refused rolls back and is then explained by reading the rows.
+pub async fn hold_seat(
+    pool: &DbPool,
+    directory: &SeatDirectory,
+    settings: BookingSettings,
+    token: &TokenClaims,
+    concert_date_id: u64,
+    number: i32,
+) -> AppResult<ReservationRow> {
+    if !(MIN_SEAT..=MAX_SEAT).contains(&number) {
+        return Err(AppError::invalid(format!(
+            "seatNumber is {MIN_SEAT} to {MAX_SEAT}; got {number}"
+        )));
+    }
+    let seat = directory.seat(pool, concert_date_id, number).await?;
+    if seat.starts_at <= clock::now() {
+        return Err(AppError::SeatUnavailable("this date has already begun"));
+    }
+    let mut conn = db::connect(pool).await?;
+    let held = crate::transaction_with_retry!(conn, |conn| {
+        // The clock is read in each attempt, after the connection is ours.
+        let reservation = new_hold(token, &seat, settings, clock::now());
+        let limit = settings.max_holds_per_user;
+        let (now, lapse) = (reservation.created_at, reservation.held_until);
+        if !queue::model::take_hold_slot(conn, token, now, lapse, limit).await? {
+            return Err(AppError::HoldLimit { limit });
+        }
+        if !model::take_seat(conn, reservation.seat_id, reservation.id, lapse, now).await? {
+            return Err(AppError::SeatUnavailable(
+                "someone else took this seat first",
+            ));
+        }
+        model::insert_reservation(conn, &reservation).await?;
+        Ok(reservation)
+    });
+    match held {
+        Err(refused @ (AppError::HoldLimit { .. } | AppError::SeatUnavailable(_))) => {
+            explain_refused_hold(&mut conn, token, seat.seat_id, refused).await
+        }
+        other => other,
+    }
+}
+
+fn new_hold(
+    token: &TokenClaims,
+    seat: &SeatFacts,
+    settings: BookingSettings,
+    now: NaiveDateTime,
+) -> ReservationRow {
+    ReservationRow {
+        id: DbUuid(Uuid::now_v7()),
+        user_id: DbUuid(token.user_id),
+        seat_id: seat.seat_id,
+        token_seq: token.seq,
+        status: ReservationStatus::Held,
+        price: seat.price.clone(),
+        created_at: now,
+        held_until: now + settings.hold,
+        payment_id: None,
+    }
+}
+
+/// Why a hold was refused, read after the rollback: the token first (an
+/// EXPIRED token is never valid again), then the holder's own live hold on
+/// the seat, answered again as the contract asks, then the seat or the limit.
+async fn explain_refused_hold(
+    conn: &mut AsyncMysqlConnection,
+    token: &TokenClaims,
+    seat_id: u64,
+    refused: AppError,
+) -> AppResult<ReservationRow> {
+    let now = clock::now();
+    match queue::model::find_token(conn, token.seq).await? {
+        Some(row) if row.matches(token) && row.is_active_at(now) => {}
+        Some(row) if row.matches(token) => return Err(AppError::TokenExpired),
+        _ => {
+            return Err(AppError::Unauthenticated(
+                "the token is not one this server issued",
+            ));
+        }
+    }
+    if let Some(hold) = model::live_hold_on(conn, seat_id, now).await? {
+        return if hold.user_id.0 == token.user_id {
+            Ok(hold)
+        } else {
+            Err(AppError::SeatUnavailable("someone else holds this seat"))
+        };
+    }
+    match refused {
+        AppError::SeatUnavailable(_) => Err(match model::seat_status(conn, seat_id).await? {
+            SeatStatus::Sold => AppError::SeatUnavailable("this seat is sold"),
+            _ => AppError::SeatUnavailable("someone else took this seat first"),
+        }),
+        limit => Err(limit),
+    }
+}
