@@ -17,7 +17,6 @@ use common::process::ServerProcess;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Unsigned};
 use diesel_async::RunQueryDsl;
-use serde_json::json;
 
 const MAX_ACTIVE: usize = 3;
 const TOKENS: u64 = 45;
@@ -31,18 +30,6 @@ fn start_server(database_url: &str) -> ServerProcess {
             ("ADMIT_INTERVAL_MS", "40"),
         ],
     )
-}
-
-async fn gql(port: u16, query: &str, variables: serde_json::Value) -> serde_json::Value {
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/graphql"))
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[derive(QueryableByName, Debug)]
@@ -63,23 +50,8 @@ async fn two_processes_admit_in_order_and_never_above_the_limit() {
 
     // Both processes issue tokens, interleaved.
     for i in 0..TOKENS {
-        let port = if i % 2 == 0 { first.port } else { second.port };
-        let user = gql(
-            port,
-            "mutation { registerUser(name: \"fan\") { id } }",
-            json!({}),
-        )
-        .await;
-        let id = user["data"]["registerUser"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let token = gql(
-            port,
-            "mutation($id: UUID!) { issueToken(userId: $id) { status } }",
-            json!({"id": id}),
-        )
-        .await;
+        let server = if i % 2 == 0 { &first } else { &second };
+        let token = server.newcomer("fan").await;
         assert!(token["errors"].is_null(), "{token}");
     }
 

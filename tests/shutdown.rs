@@ -16,48 +16,17 @@ use common::process::ServerProcess;
 use common::ws::{TRANSPORT_WS, WsClient};
 use serde_json::json;
 
-async fn gql(port: u16, query: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn waiting_token(port: u16) -> String {
-    let mut token = String::new();
-    for name in ["first", "second"] {
-        let user = gql(
-            port,
-            &format!("mutation {{ registerUser(name: \"{name}\") {{ id }} }}"),
-        )
-        .await;
-        let id = user["data"]["registerUser"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let issued = gql(
-            port,
-            &format!("mutation {{ issueToken(userId: \"{id}\") {{ token }} }}"),
-        )
-        .await;
-        token = issued["data"]["issueToken"]["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    }
-    token
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_websockets_with_going_away_and_exits_cleanly() {
     let db = TestDb::new().await;
     let mut server = ServerProcess::start(&db.url, &[("MAX_ACTIVE_TOKENS", "1")]);
-    let token = waiting_token(server.port).await;
+    server.newcomer("first").await;
+    let second = server.newcomer("second").await;
+    assert_eq!(second["data"]["issueToken"]["position"], 1);
+    let token = second["data"]["issueToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut client = WsClient::connect(server.addr(), TRANSPORT_WS).await;
     client.init(json!({})).await;
     client

@@ -7,7 +7,7 @@ use super::model::{PaymentRow, ReservationRow, ReservationStatus};
 use super::service;
 use crate::catalogue::graphql::Seat;
 use crate::catalogue::loader::SeatKey;
-use crate::graphql::context::{AppContext, bearer_claims, shared_error};
+use crate::graphql::context::{AppContext, bearer_claims, load_list, load_required, shared_error};
 use crate::graphql::guard::TokenGuard;
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
@@ -22,15 +22,7 @@ impl Reservation {
     }
 
     async fn seat(&self, ctx: &Context<'_>) -> Result<Seat> {
-        ctx.scope()
-            .catalogue()
-            .load_one(SeatKey(self.0.seat_id))
-            .await
-            .map_err(shared_error)?
-            .map(Seat)
-            .ok_or_else(|| {
-                crate::error::AppError::internal("a reservation's seat is missing").into()
-            })
+        load_required(ctx.scope().catalogue(), SeatKey(self.0.seat_id), Seat).await
     }
 
     async fn status(&self, ctx: &Context<'_>) -> ReservationStatus {
@@ -81,17 +73,12 @@ impl Payment {
     }
 
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
-        let rows = ctx
-            .scope()
-            .booking()
-            .load_one(ReservationsOfPayment(self.0.id.0))
-            .await
-            .map_err(shared_error)?;
-        Ok(rows
-            .unwrap_or_default()
-            .into_iter()
-            .map(Reservation)
-            .collect())
+        load_list(
+            ctx.scope().booking(),
+            ReservationsOfPayment(self.0.id.0),
+            Reservation,
+        )
+        .await
     }
 }
 

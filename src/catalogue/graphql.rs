@@ -6,7 +6,7 @@ use async_graphql::{Context, ID, Object, Result};
 use super::loader::{ConcertDateKey, ConcertKey, DatesOfConcert, SeatCountsOfDate, SeatsOfDate};
 use super::model::{ConcertDateRow, ConcertRow, SeatRow, SeatStatus};
 use super::service;
-use crate::graphql::context::{AppContext, shared_error};
+use crate::graphql::context::{AppContext, load_list, load_required, shared_error};
 use crate::graphql::guard::TokenGuard;
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
@@ -31,17 +31,12 @@ impl Concert {
 
     /// Every date of the concert, earliest first.
     async fn dates(&self, ctx: &Context<'_>) -> Result<Vec<ConcertDate>> {
-        let dates = ctx
-            .scope()
-            .catalogue()
-            .load_one(DatesOfConcert(self.0.id))
-            .await
-            .map_err(shared_error)?;
-        Ok(dates
-            .unwrap_or_default()
-            .into_iter()
-            .map(ConcertDate)
-            .collect())
+        load_list(
+            ctx.scope().catalogue(),
+            DatesOfConcert(self.0.id),
+            ConcertDate,
+        )
+        .await
     }
 }
 
@@ -52,13 +47,12 @@ impl ConcertDate {
     }
 
     async fn concert(&self, ctx: &Context<'_>) -> Result<Concert> {
-        ctx.scope()
-            .catalogue()
-            .load_one(ConcertKey(self.0.concert_id))
-            .await
-            .map_err(shared_error)?
-            .map(Concert)
-            .ok_or_else(|| missing("concert"))
+        load_required(
+            ctx.scope().catalogue(),
+            ConcertKey(self.0.concert_id),
+            Concert,
+        )
+        .await
     }
 
     async fn starts_at(&self) -> Instant {
@@ -80,13 +74,7 @@ impl ConcertDate {
 
     /// All seats of the date, by number.
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
-        let seats = ctx
-            .scope()
-            .catalogue()
-            .load_one(SeatsOfDate(self.0.id))
-            .await
-            .map_err(shared_error)?;
-        Ok(seats.unwrap_or_default().into_iter().map(Seat).collect())
+        load_list(ctx.scope().catalogue(), SeatsOfDate(self.0.id), Seat).await
     }
 }
 
@@ -122,19 +110,9 @@ impl Seat {
     }
 
     async fn concert_date(&self, ctx: &Context<'_>) -> Result<ConcertDate> {
-        ctx.scope()
-            .catalogue()
-            .load_one(ConcertDateKey(self.0.concert_date_id))
-            .await
-            .map_err(shared_error)?
-            .map(ConcertDate)
-            .ok_or_else(|| missing("concert date"))
+        let date = ConcertDateKey(self.0.concert_date_id);
+        load_required(ctx.scope().catalogue(), date, ConcertDate).await
     }
-}
-
-/// A parent row whose child vanished: foreign keys make this impossible.
-fn missing(what: &str) -> async_graphql::Error {
-    crate::error::AppError::internal(format!("{what} referenced by a row is missing")).into()
 }
 
 #[derive(Default)]

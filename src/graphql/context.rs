@@ -5,7 +5,9 @@
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::Context;
-use async_graphql::dataloader::DataLoader;
+use std::hash::Hash;
+
+use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::NaiveDateTime;
 
 use super::loading::LoaderTasks;
@@ -122,6 +124,38 @@ pub fn connection_bearer(ctx: &Context<'_>) -> AppResult<String> {
 /// Dataloader errors are shared between the fields of one batch.
 pub fn shared_error(error: Arc<AppError>) -> async_graphql::Error {
     async_graphql::ErrorExtensions::extend(error.as_ref())
+}
+
+/// The rows a loader keeps under `key` (none if it has none), each wrapped
+/// as its GraphQL type.
+pub async fn load_list<L, K, R, T>(
+    loader: &DataLoader<L>,
+    key: K,
+    wrap: impl Fn(R) -> T,
+) -> async_graphql::Result<Vec<T>>
+where
+    L: Loader<K, Value = Vec<R>, Error = Arc<AppError>>,
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    let rows = loader.load_one(key).await.map_err(shared_error)?;
+    Ok(rows.unwrap_or_default().into_iter().map(wrap).collect())
+}
+
+/// The row a foreign key promises is there, wrapped as its GraphQL type.
+pub async fn load_required<L, K, R, T>(
+    loader: &DataLoader<L>,
+    key: K,
+    wrap: impl Fn(R) -> T,
+) -> async_graphql::Result<T>
+where
+    L: Loader<K, Value = R, Error = Arc<AppError>>,
+    K: Send + Sync + Hash + Eq + Clone + std::fmt::Debug + 'static,
+{
+    let missing = format!("{key:?}");
+    match loader.load_one(key).await.map_err(shared_error)? {
+        Some(row) => Ok(wrap(row)),
+        None => Err(AppError::internal(format!("{missing} is referenced but missing")).into()),
+    }
 }
 
 /// Groups a loader's rows under their parent key, keeping the query's order.

@@ -9,7 +9,7 @@ use super::model::{BalanceEntryRow, EntryKind, UserRow};
 use super::service;
 use crate::booking::graphql::{Payment, Reservation};
 use crate::booking::loader::{PaymentsOfUser, ReservationsOfUser};
-use crate::graphql::context::{AppContext, shared_error};
+use crate::graphql::context::{AppContext, load_list};
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
 
@@ -32,43 +32,27 @@ impl User {
 
     /// Every change to the balance, newest first; the first entry's balanceAfter equals balance.
     async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
-        let entries = ctx
-            .scope()
-            .wallet()
-            .load_one(EntriesOfUser(self.0.id.0))
-            .await
-            .map_err(shared_error)?;
-        Ok(entries
-            .unwrap_or_default()
-            .into_iter()
-            .map(BalanceEntry)
-            .collect())
+        load_list(
+            ctx.scope().wallet(),
+            EntriesOfUser(self.0.id.0),
+            BalanceEntry,
+        )
+        .await
     }
 
     /// Every reservation the user made, newest first.
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
-        let rows = ctx
-            .scope()
-            .booking()
-            .load_one(ReservationsOfUser(self.0.id.0))
-            .await
-            .map_err(shared_error)?;
-        Ok(rows
-            .unwrap_or_default()
-            .into_iter()
-            .map(Reservation)
-            .collect())
+        load_list(
+            ctx.scope().booking(),
+            ReservationsOfUser(self.0.id.0),
+            Reservation,
+        )
+        .await
     }
 
     /// Every completed payment, newest first.
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
-        let rows = ctx
-            .scope()
-            .booking()
-            .load_one(PaymentsOfUser(self.0.id.0))
-            .await
-            .map_err(shared_error)?;
-        Ok(rows.unwrap_or_default().into_iter().map(Payment).collect())
+        load_list(ctx.scope().booking(), PaymentsOfUser(self.0.id.0), Payment).await
     }
 }
 

@@ -58,6 +58,35 @@ impl ServerProcess {
             .count()
     }
 
+    /// POSTs a GraphQL request to this server; the answer.
+    pub async fn gql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/graphql", self.port))
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a user and puts them in line; the `issueToken` answer.
+    pub async fn newcomer(&self, name: &str) -> serde_json::Value {
+        let registered = self
+            .gql(
+                "mutation($n: String!) { registerUser(name: $n) { id } }",
+                serde_json::json!({"n": name}),
+            )
+            .await;
+        let id = registered["data"]["registerUser"]["id"].clone();
+        self.gql(
+            "mutation($id: UUID!) { issueToken(userId: $id) { token status position } }",
+            serde_json::json!({"id": id}),
+        )
+        .await
+    }
+
     pub fn addr(&self) -> std::net::SocketAddr {
         ([127, 0, 0, 1], self.port).into()
     }
