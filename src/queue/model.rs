@@ -240,6 +240,35 @@ pub async fn find_token(
         .optional()
 }
 
+/// The bearer's own token row, if it is ACTIVE at `now`: this seq, with the
+/// user and nonce the token claims.
+#[diesel::dsl::auto_type]
+fn bearer_token(
+    seq: u64,
+    user: DbUuid,
+    nonce: Vec<u8>,
+    status: TokenStatus,
+    now: NaiveDateTime,
+) -> _ {
+    queue_tokens::table
+        .find(seq)
+        .filter(queue_tokens::user_id.eq(user))
+        .filter(queue_tokens::nonce.eq(nonce))
+        .filter(queue_tokens::status.eq(status))
+        .filter(queue_tokens::expires_at.gt(now))
+}
+
+fn active_bearer_token(claims: &TokenClaims, now: NaiveDateTime) -> bearer_token {
+    let nonce = claims.nonce.to_vec();
+    bearer_token(
+        claims.seq,
+        DbUuid(claims.user_id),
+        nonce,
+        TokenStatus::Active,
+        now,
+    )
+}
+
 /// Ends the bearer's token now if it is ACTIVE (a payment). Locks the row;
 /// false when it is not ACTIVE, or not this token.
 pub async fn end_active_token(
@@ -247,20 +276,10 @@ pub async fn end_active_token(
     claims: &TokenClaims,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let ended = Prepared(
-        diesel::update(
-            queue_tokens::table
-                .find(claims.seq)
-                .filter(queue_tokens::user_id.eq(DbUuid(claims.user_id)))
-                .filter(queue_tokens::nonce.eq(claims.nonce.as_slice()))
-                .filter(queue_tokens::status.eq(TokenStatus::Active))
-                .filter(queue_tokens::expires_at.gt(now)),
-        )
-        .set((
-            queue_tokens::status.eq(TokenStatus::Expired),
-            queue_tokens::expires_at.eq(now),
-        )),
-    )
+    let ended = Prepared(diesel::update(active_bearer_token(claims, now)).set((
+        queue_tokens::status.eq(TokenStatus::Expired),
+        queue_tokens::expires_at.eq(now),
+    )))
     .execute(conn)
     .await?;
     Ok(ended == 1)
@@ -278,19 +297,11 @@ pub async fn take_hold_slot(
     limit: u32,
 ) -> QueryResult<bool> {
     let taken = Prepared(
-        diesel::update(
-            queue_tokens::table
-                .find(claims.seq)
-                .filter(queue_tokens::user_id.eq(DbUuid(claims.user_id)))
-                .filter(queue_tokens::nonce.eq(claims.nonce.as_slice()))
-                .filter(queue_tokens::status.eq(TokenStatus::Active))
-                .filter(queue_tokens::expires_at.gt(now))
-                .filter(queue_tokens::live_holds.lt(limit)),
-        )
-        .set((
-            queue_tokens::live_holds.eq(queue_tokens::live_holds + 1),
-            queue_tokens::expires_at.eq(least(queue_tokens::expires_at, lapse)),
-        )),
+        diesel::update(active_bearer_token(claims, now).filter(queue_tokens::live_holds.lt(limit)))
+            .set((
+                queue_tokens::live_holds.eq(queue_tokens::live_holds + 1),
+                queue_tokens::expires_at.eq(least(queue_tokens::expires_at, lapse)),
+            )),
     )
     .execute(conn)
     .await?;
