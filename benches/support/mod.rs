@@ -384,15 +384,7 @@ where
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(total);
-    for worker in workers {
-        latencies.extend(worker.await.unwrap_or_default());
-    }
-    Phase {
-        name: name.to_owned(),
-        latencies,
-        elapsed: started.elapsed(),
-    }
+    gather(name, started, workers).await
 }
 
 /// Runs `work(i)` from `clients` workers for `duration`; i counts calls.
@@ -419,15 +411,7 @@ where
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap_or_default());
-    }
-    Phase {
-        name: name.to_owned(),
-        latencies,
-        elapsed: started.elapsed(),
-    }
+    gather(name, started, workers).await
 }
 
 /// CPU seconds a process has used so far (user + system), from /proc.
@@ -543,4 +527,21 @@ pub async fn post_raw(
         .await?
         .bytes()
         .await?)
+}
+
+/// Waits for the workers and makes their latencies one phase.
+async fn gather(
+    name: &str,
+    started: Instant,
+    workers: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> Phase {
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.unwrap_or_default());
+    }
+    Phase {
+        name: name.to_owned(),
+        latencies,
+        elapsed: started.elapsed(),
+    }
 }
