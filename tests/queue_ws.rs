@@ -90,6 +90,42 @@ async fn the_token_may_come_in_connection_init_and_over_the_legacy_protocol() {
     assert_eq!(seen.last().map(|s| s.0.as_str()), Some("ACTIVE"));
 }
 
+/// A client offering both protocols is told which one the server chose and
+/// must then be spoken to in that one, whatever order it offered them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_speaks_the_subprotocol_it_selected() {
+    // No admission loop: one ACTIVE, two in line, standing still.
+    let server = TestServer::with_settings(|c| c.max_active_tokens = 1).await;
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let user = register(&server, &format!("fan {i}")).await;
+        tokens.push(issue_token(&server, user).await.token);
+    }
+    for offered in [
+        "graphql-ws, graphql-transport-ws",
+        "graphql-transport-ws, graphql-ws",
+    ] {
+        let mut client = WsClient::connect_offering(server.addr, offered).await;
+        assert_eq!(client.protocol, TRANSPORT_WS, "our preference wins");
+        client
+            .init(json!({"Authorization": format!("Bearer {}", tokens[2])}))
+            .await;
+        client
+            .subscribe("1", FOLLOW, json!({"token": tokens[0]}))
+            .await;
+        let seen = statuses(&client.collect_until_complete("1").await);
+        assert_eq!(seen, vec![("ACTIVE".to_owned(), None)], "offered {offered}");
+        let query = "{ queueStatus { status position } }";
+        client.subscribe("2", query, json!({})).await;
+        let seen = statuses(&client.collect_until_complete("2").await);
+        assert_eq!(
+            seen,
+            vec![("WAITING".to_owned(), Some(2))],
+            "offered {offered}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_or_unknown_token_is_answered_once() {
     let (server, tokens) = line_of_four().await;

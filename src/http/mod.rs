@@ -129,12 +129,14 @@ async fn graphql_ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let bearer = bearer_of(&headers);
-    let Some(protocol) = ws::protocol_of(&headers) else {
+    // Speak the subprotocol axum names in the upgrade response: our first
+    // preference among those the client offers.
+    let upgrade = upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS);
+    let Some(protocol) = ws::protocol_of(upgrade.selected_protocol()) else {
         let reason = "offer the graphql-transport-ws or graphql-ws subprotocol";
         return (StatusCode::BAD_REQUEST, reason).into_response();
     };
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(WS_MAX_MESSAGE)

@@ -244,13 +244,7 @@ async fn connection_init(
     Ok(data)
 }
 
-/// The first subprotocol the client offers that we speak, as axum picks it
-/// for the upgrade response.
-pub fn protocol_of(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
-    headers
-        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .find_map(|name| name.trim().parse().ok())
+/// The subprotocol selected for the upgrade, if it is one we speak.
+pub fn protocol_of(selected: Option<&axum::http::HeaderValue>) -> Option<WebSocketProtocols> {
+    selected?.to_str().ok()?.parse().ok()
 }

@@ -19,7 +19,9 @@ pub const LEGACY_WS: &str = "graphql-ws";
 
 impl WsClient {
     pub async fn connect(addr: std::net::SocketAddr, protocol: &'static str) -> Self {
-        Self::open(addr, protocol, None).await
+        let client = Self::open(addr, protocol, None).await;
+        assert_eq!(client.protocol, protocol, "the one protocol offered");
+        client
     }
 
     /// Connects with `Authorization: Bearer <token>` on the upgrade request.
@@ -28,16 +30,24 @@ impl WsClient {
         protocol: &'static str,
         token: &str,
     ) -> Self {
-        Self::open(addr, protocol, Some(token)).await
+        let client = Self::open(addr, protocol, Some(token)).await;
+        assert_eq!(client.protocol, protocol, "the one protocol offered");
+        client
     }
 
-    async fn open(addr: std::net::SocketAddr, protocol: &'static str, token: Option<&str>) -> Self {
+    /// Connects offering `offered` (a comma-separated list, in the client's
+    /// order of preference) and speaks whichever the server selects.
+    pub async fn connect_offering(addr: std::net::SocketAddr, offered: &str) -> Self {
+        Self::open(addr, offered, None).await
+    }
+
+    async fn open(addr: std::net::SocketAddr, offered: &str, token: Option<&str>) -> Self {
         let mut request = format!("ws://{addr}/graphql/ws")
             .into_client_request()
             .unwrap();
         request
             .headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+            .insert("Sec-WebSocket-Protocol", offered.parse().unwrap());
         if let Some(token) = token {
             request
                 .headers_mut()
@@ -46,13 +56,15 @@ impl WsClient {
         let (socket, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("websocket upgrade");
-        assert_eq!(
-            response
-                .headers()
-                .get("sec-websocket-protocol")
-                .and_then(|v| v.to_str().ok()),
-            Some(protocol)
-        );
+        let selected = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok());
+        let protocol = match selected {
+            Some(TRANSPORT_WS) => TRANSPORT_WS,
+            Some(LEGACY_WS) => LEGACY_WS,
+            other => panic!("the server selected {other:?} of {offered}"),
+        };
         Self { socket, protocol }
     }
 
@@ -113,15 +125,21 @@ impl WsClient {
         .await;
     }
 
-    /// Payloads of `next`/`data` messages for `id` until `complete`.
+    /// Payloads of `next` (or, in graphql-ws, `data`) messages for `id` until
+    /// `complete`.
     pub async fn collect_until_complete(&mut self, id: &str) -> Vec<Value> {
         let mut payloads = Vec::new();
         while let Some(message) = self.next().await {
             if message["id"] != id {
                 continue;
             }
+            let data = if self.protocol == TRANSPORT_WS {
+                "next"
+            } else {
+                "data"
+            };
             match message["type"].as_str() {
-                Some("next" | "data") => payloads.push(message["payload"].clone()),
+                Some(kind) if kind == data => payloads.push(message["payload"].clone()),
                 Some("complete") => return payloads,
                 Some("error") => {
                     payloads.push(json!({"errors": message["payload"]}));
