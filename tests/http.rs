@@ -211,6 +211,105 @@ async fn client_mistakes_get_invalid_input_and_oversize_gets_limit_exceeded() {
         .await
         .unwrap();
     assert_eq!(huge.status(), 413, "bodies are capped at 64 KiB");
+    let answer: serde_json::Value = huge.json().await.unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+
+    // Without a Content-Length the cap cuts the body off as it streams.
+    let padded = json!({"query": "{ __typename }", "variables": {"pad": "x".repeat(100_000)}});
+    let (status, body) = post_chunked(server.addr, &padded.to_string()).await;
+    assert_eq!(status, 413, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+}
+
+/// POSTs `body` to /graphql as one chunk of a chunked body, over a bare
+/// connection (an HTTP client would send a Content-Length); the answer's
+/// status and body.
+async fn post_chunked(addr: SocketAddr, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = "POST /graphql HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before it has read the whole chunk.
+    let _ = stream.write_all(chunk.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut rest: &str) -> String {
+    let mut payload = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        payload.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_are_not_graphql_get_a_coded_error_and_no_internals() {
+    let server = TestServer::start().await;
+    let post = |body: &'static str| {
+        server
+            .http
+            .post(server.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let answers = [
+        ("not json", post("not json").await.unwrap()),
+        ("not an object", post("42").await.unwrap()),
+        (
+            "a batch",
+            post(r#"[{"query": "{ __typename }"}]"#).await.unwrap(),
+        ),
+        (
+            "a GET whose variables are not JSON",
+            server
+                .http
+                .get(server.url("/graphql"))
+                .query(&[("query", "{ __typename }"), ("variables", "{nope")])
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    for (what, response) in answers {
+        assert_eq!(response.status(), 400, "{what}");
+        let text = response.text().await.unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+            "{what}: {text}"
+        );
+        for leak in ["InvalidRequest", "Error(", "Io(", ".rs"] {
+            assert!(!text.contains(leak), "{what}: {leak:?} leaked: {text}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

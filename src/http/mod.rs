@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use async_graphql::ParseRequestError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -54,6 +58,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(oversize_as_graphql_error))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -76,22 +81,79 @@ fn bearer_of(headers: &HeaderMap) -> Bearer {
 async fn graphql_post(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    _: JsonContentType,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        let body = json!({"errors": [{
-            "message": "send the GraphQL request as Content-Type: application/json",
-            "extensions": {"code": "INVALID_INPUT"}
-        }]});
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response();
-    }
-    let request = request.into_inner().data(bearer_of(&headers));
+    let request = match graphql_request_of(body) {
+        Ok(request) => request.data(bearer_of(&headers)),
+        Err(refusal) => return refusal.into_response(),
+    };
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// Why a POST body holds no GraphQL request.
+enum RefusedBody {
+    TooLarge,
+    NotGraphql(String),
+}
+
+impl IntoResponse for RefusedBody {
+    fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge => body_too_large(),
+            Self::NotGraphql(why) => not_graphql(&why),
+        }
+    }
+}
+
+/// The one GraphQL request a POST body holds, or why not: a body past the
+/// size cap, a batch, or one that is not `{"query": ...}` JSON (serde says
+/// where: "expected value at line 1 column 1").
+fn graphql_request_of(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<async_graphql::Request, RefusedBody> {
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            RefusedBody::TooLarge
+        }
+        other => {
+            tracing::debug!(error = %other.body_text(), "request body unreadable");
+            RefusedBody::NotGraphql("the request body could not be read".to_owned())
+        }
+    })?;
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(RefusedBody::NotGraphql(
+            "send one operation per request; batches are not supported".to_owned(),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|error| RefusedBody::NotGraphql(format!("not a GraphQL request as JSON: {error}")))
+}
+
+/// Passes requests declared `Content-Type: application/json`; answers the
+/// rest 415 before their body is read.
+struct JsonContentType;
+
+impl<S: Send + Sync> FromRequestParts<S> for JsonContentType {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if json {
+            Ok(Self)
+        } else {
+            Err(graphql_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "INVALID_INPUT",
+                "send the GraphQL request as Content-Type: application/json",
+            ))
+        }
+    }
 }
 
 /// `GET /graphql?query=...` runs queries only: a GET must never change
@@ -99,18 +161,65 @@ async fn graphql_post(
 async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: GraphQLRequest<UnreadableQueryString>,
 ) -> Response {
     let request = request.into_inner();
     if changes_state(&request) {
-        let body = json!({"errors": [{
-            "message": "mutations and subscriptions need POST /graphql or the websocket",
-            "extensions": {"code": "INVALID_INPUT"}
-        }]});
-        return (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
+        return graphql_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "INVALID_INPUT",
+            "mutations and subscriptions need POST /graphql or the websocket",
+        );
     }
     let request = request.data(bearer_of(&headers));
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// A refusal outside any operation, shaped like the errors of one so that a
+/// client reads every answer of `/graphql` the same way.
+fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    (status, Json(body)).into_response()
+}
+
+/// A GET whose query string is not a GraphQL request (variables that are
+/// not JSON, say), answered as a GraphQL error rather than
+/// async-graphql-axum's plain-text debug dump.
+struct UnreadableQueryString;
+
+impl From<ParseRequestError> for UnreadableQueryString {
+    fn from(error: ParseRequestError) -> Self {
+        tracing::debug!(%error, "unreadable GraphQL query string");
+        Self
+    }
+}
+
+impl IntoResponse for UnreadableQueryString {
+    fn into_response(self) -> Response {
+        not_graphql("GET /graphql takes ?query=... and, optionally, variables as JSON")
+    }
+}
+
+fn not_graphql(message: &str) -> Response {
+    graphql_error(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
+}
+
+fn body_too_large() -> Response {
+    graphql_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "LIMIT_EXCEEDED",
+        &format!("a request body is at most {} KiB", MAX_BODY_BYTES / 1024),
+    )
+}
+
+/// The body-size layer answers an over-long Content-Length by itself, in
+/// plain text; answer that as a GraphQL error too.
+async fn oversize_as_graphql_error(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        response
+    }
 }
 
 fn changes_state(request: &async_graphql::Request) -> bool {
@@ -256,11 +365,11 @@ async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) 
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    let body = json!({"errors": [{
-        "message": crate::error::INTERNAL_MESSAGE,
-        "extensions": {"code": "INTERNAL"}
-    }]});
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    graphql_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        crate::error::INTERNAL_MESSAGE,
+    )
 }
 
 /// GraphiQL and its scripts, vendored from npm so that the page works on a
