@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixtures::{
-    add_concert, admitted_user, balance, charge, days_from_now, held, one_date, pay, queue_status,
-    sql_number,
+    add_concert, admitted_user, balance, charge, days_from_now, held, issue_token, one_date, pay,
+    queue_status, sql_number,
 };
 use common::{TestServer, concurrently};
 use serde_json::json;
@@ -140,6 +140,41 @@ async fn concurrent_retries_with_one_key_answer_the_first_payment() {
     pay(&server, &token, &[&hold], Some("checkout-2"))
         .await
         .expect_code("ALREADY_PAID");
+    common::assert_invariants_hold(&server);
+}
+
+/// The contract lets a retry with a used key answer whatever the token is
+/// now: even a new token of the same user that is still in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_answered_even_from_a_new_token_still_in_line() {
+    let server = TestServer::with_settings(|c| c.max_active_tokens = 1).await;
+    let date = one_date(&server.db).await;
+    let (user, token) = admitted_user(&server, "returning").await;
+    charge(&server, user, "1000000.00", None)
+        .await
+        .data("chargeBalance");
+    let hold = held(&server, &token, date, 4).await;
+    let first = pay(&server, &token, &[&hold], Some("checkout-1")).await;
+    let first = first.data("pay")["id"].as_str().unwrap().to_owned();
+    admitted_user(&server, "next in").await;
+    let again = issue_token(&server, user).await;
+    assert_eq!(
+        (again.status.as_str(), again.position),
+        ("WAITING", Some(1))
+    );
+
+    let retry = pay(&server, &again.token, &[&hold], Some("checkout-1")).await;
+    assert_eq!(retry.data("pay")["id"], first.as_str());
+    for key in [Some("checkout-2"), None] {
+        let refused = pay(&server, &again.token, &[&hold], key).await;
+        refused.expect_code("NOT_ADMITTED");
+        assert_eq!(refused.errors()[0]["extensions"]["position"], 1);
+    }
+    assert_eq!(
+        sql_number(&server.db, "SELECT COUNT(*) FROM payments").await,
+        1
+    );
+    assert_eq!(balance(&server, user).await, "835000.00");
     common::assert_invariants_hold(&server);
 }
 

@@ -111,7 +111,7 @@ impl BookingMutation {
     }
 
     /// Pays for held reservations of the bearer's user in one payment, then expires the token. Needs an ACTIVE token, except for a retry with an idempotencyKey already used by the same user, which answers with the first payment.
-    #[graphql(guard = "TokenGuard::admitted()")]
+    #[graphql(guard = "TokenGuard::paying(idempotency_key.clone())")]
     async fn pay(
         &self,
         ctx: &Context<'_>,

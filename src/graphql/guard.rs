@@ -21,15 +21,40 @@ enum Requirement {
     Admitted,
 }
 
-pub struct TokenGuard(Requirement);
+pub struct TokenGuard {
+    requirement: Requirement,
+    /// `pay`'s idempotency key: a retry of a payment the user already made
+    /// is answered even when the bearer's token is a new one still in line.
+    paid_with: Option<String>,
+}
 
 impl TokenGuard {
     pub fn active() -> Self {
-        Self(Requirement::Active)
+        Self {
+            requirement: Requirement::Active,
+            paid_with: None,
+        }
     }
 
     pub fn admitted() -> Self {
-        Self(Requirement::Admitted)
+        Self {
+            requirement: Requirement::Admitted,
+            paid_with: None,
+        }
+    }
+
+    pub fn paying(idempotency_key: Option<String>) -> Self {
+        Self {
+            requirement: Requirement::Admitted,
+            paid_with: idempotency_key,
+        }
+    }
+
+    async fn is_payment_retry(&self, ctx: &Context<'_>, user_id: uuid::Uuid) -> Result<bool> {
+        Ok(match &self.paid_with {
+            Some(key) => crate::booking::service::is_retry(&ctx.app().pool, user_id, key).await?,
+            None => false,
+        })
     }
 }
 
@@ -37,13 +62,16 @@ impl Guard for TokenGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
         let claims = bearer_claims(ctx)?;
         let queue = &ctx.app().queue;
-        match self.0 {
+        match self.requirement {
             Requirement::Active => match queue.view(&claims).await?.state {
                 TokenState::Waiting { position } => Err(AppError::NotAdmitted { position }.into()),
                 TokenState::Active { .. } => Ok(()),
                 TokenState::Expired { .. } => Err(AppError::TokenExpired.into()),
             },
             Requirement::Admitted => match queue.admission(&claims).await? {
+                Admission::Waiting { .. } if self.is_payment_retry(ctx, claims.user_id).await? => {
+                    Ok(())
+                }
                 Admission::Waiting { position } => Err(AppError::NotAdmitted { position }.into()),
                 Admission::Admitted => Ok(()),
             },

@@ -6,7 +6,7 @@ mod pay;
 use chrono::NaiveDateTime;
 
 pub use hold::hold_seat;
-pub use pay::{parse_reservation_ids, pay};
+pub use pay::{is_retry, parse_reservation_ids, pay};
 
 use super::model;
 use crate::db::{self, DbPool};

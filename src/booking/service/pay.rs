@@ -82,6 +82,14 @@ pub async fn pay(
     }
 }
 
+/// Whether `key` is one the user already paid with: its retry is answered
+/// whatever the bearer's token is now, a new one still in line included.
+pub async fn is_retry(pool: &DbPool, user_id: Uuid, key: &str) -> AppResult<bool> {
+    let mut conn = db::connect(pool).await?;
+    let paid = wallet::model::payment_of_key(&mut conn, DbUuid(user_id), key).await?;
+    Ok(matches!(paid, Some(Some(_))))
+}
+
 async fn replayed_payment(
     conn: &mut AsyncMysqlConnection,
     payer: DbUuid,
