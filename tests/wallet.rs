@@ -82,6 +82,29 @@ async fn twenty_concurrent_charges_with_one_key_charge_once() {
     common::assert_invariants_hold(&server);
 }
 
+/// Keys are compared byte for byte: a key that differs only in case, in
+/// trailing spaces or in Unicode normalisation is another key, whose charge
+/// applies; the same bytes again charge nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_differ_in_any_byte_are_different_keys() {
+    let server = TestServer::start().await;
+    let user = register(&server, "precise").await;
+    let keys = ["k", "k ", "k  ", "K", " k", "caf\u{e9}", "cafe\u{301}"];
+    for key in keys {
+        charge(&server, user, "1.00", Some(key))
+            .await
+            .data("chargeBalance");
+    }
+    for key in keys {
+        charge(&server, user, "1.00", Some(key))
+            .await
+            .data("chargeBalance");
+    }
+    assert_eq!(balance(&server, user).await, "7.00");
+    assert_eq!(entries_of(&server, user).await.len(), keys.len());
+    common::assert_invariants_hold(&server);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_amounts_are_refused_not_rounded() {
     let server = TestServer::start().await;

@@ -40,8 +40,8 @@ diesel::table! {
         user_id -> Binary,
         #[max_length = 8]
         scope -> Varchar,
-        #[max_length = 100]
-        idempotency_key -> Varchar,
+        #[max_length = 400]
+        idempotency_key -> Varbinary,
         #[max_length = 16]
         payment_id -> Nullable<Binary>,
         created_at -> Datetime,

@@ -199,7 +199,7 @@ pub async fn claim_key(
         .values((
             idempotency_keys::user_id.eq(user),
             idempotency_keys::scope.eq(scope),
-            idempotency_keys::idempotency_key.eq(key),
+            idempotency_keys::idempotency_key.eq(key.as_bytes()),
             idempotency_keys::payment_id.eq(payment),
             idempotency_keys::created_at.eq(now),
         ))
@@ -219,9 +219,11 @@ pub async fn key_used(
     scope: KeyScope,
     key: &str,
 ) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        idempotency_keys::table.find((user, scope, key)),
-    ))
+    diesel::select(diesel::dsl::exists(idempotency_keys::table.find((
+        user,
+        scope,
+        key.as_bytes(),
+    ))))
     .get_result(conn)
     .await
 }
@@ -233,7 +235,7 @@ pub async fn payment_of_key(
     key: &str,
 ) -> QueryResult<Option<Option<DbUuid>>> {
     idempotency_keys::table
-        .find((user, KeyScope::Pay, key))
+        .find((user, KeyScope::Pay, key.as_bytes()))
         .select(idempotency_keys::payment_id)
         .first(conn)
         .await
