@@ -62,3 +62,24 @@ async fn check_passes_a_healthy_database_and_reports_planted_violations() {
     }
     assert!(report.contains("above MAX_ACTIVE_TOKENS=3"), "{report}");
 }
+
+/// `check` only reads: pointed at a database that does not exist, it fails
+/// and leaves it uncreated rather than create, migrate and pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_and_never_creates_or_migrates() {
+    let db = common::TestDb::new().await;
+    let name = format!("{}_missing", db.name);
+    let mut missing = url::Url::parse(&db.url).unwrap();
+    missing.set_path(&name);
+    let (clean, report) = run_check(missing.as_str(), 3);
+    assert!(!clean, "check of a missing database must fail:\n{report}");
+    let created = common::fixtures::sql_number(
+        &db,
+        &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}'"),
+    )
+    .await;
+    if created > 0 {
+        common::fixtures::sql_execute(&db, &format!("DROP DATABASE `{name}`")).await;
+    }
+    assert_eq!(created, 0, "check created {name}");
+}

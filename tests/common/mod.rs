@@ -242,7 +242,6 @@ pub fn run_check(database_url: &str, max_active_tokens: u32) -> (bool, String) {
         .arg("check")
         .env("DATABASE_URL", database_url)
         .env("MAX_ACTIVE_TOKENS", max_active_tokens.to_string())
-        .env("TOKEN_SECRET", "check-does-not-sign-tokens-but-needs-a-key")
         .env("RUST_LOG", "warn")
         .output()
         .expect("run ticket-reservation check");
