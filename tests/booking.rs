@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixtures::{
-    add_concert, admitted_user, days_from_now, hold, one_date, queue_status, sql_number,
+    add_concert, admitted_user, charge, days_from_now, held, hold, issue_token, one_date, pay,
+    queue_status, sql_number,
 };
 use common::{TestServer, concurrently};
 use serde_json::json;
@@ -252,27 +253,49 @@ async fn the_sweep_rewrites_lapsed_holds_and_their_tokens() {
     common::assert_invariants_hold(&server);
 }
 
+/// A user's next token ends when a hold made under the previous token lapses
+/// unpaid, long before the token's own ACTIVE_TOKEN_SECONDS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_from_an_earlier_token_still_ends_the_next_one_when_it_lapses() {
     let server = TestServer::with_settings(|c| {
         c.hold_seconds = 2;
-        c.active_token_seconds = 1;
+        c.active_token_seconds = 600;
     })
     .await;
     let date = one_date(&server.db).await;
     let (user, first) = admitted_user(&server, "returning").await;
-    hold(&server, &first, date, 2).await.data("holdSeat");
-    // The hold caps the token at its own lapse; the TTL is shorter still.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let second = common::fixtures::issue_token(&server, user).await;
+    charge(&server, user, "500000.00", None)
+        .await
+        .data("chargeBalance");
+    let lapsing = hold(&server, &first, date, 2).await;
+    let held_until = instant(&lapsing.data("holdSeat")["heldUntil"]);
+    // Paying for another seat ends the first token; the hold on seat 2 stays.
+    let paid = held(&server, &first, date, 3).await;
+    pay(&server, &first, &[&paid], None).await.data("pay");
+
+    let second = issue_token(&server, user).await;
     assert_eq!(second.status, "ACTIVE");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let status = queue_status(&server, &second.token).await;
+    assert_eq!(
+        instant(&status.data("queueStatus")["expiresAt"]),
+        held_until,
+        "the unpaid hold caps the new token, not its 600 s"
+    );
+    let lapsed = held_until + chrono::Duration::milliseconds(100);
+    let wait = (lapsed - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
     let status = queue_status(&server, &second.token).await;
     assert_eq!(
         status.data("queueStatus")["status"],
         "EXPIRED",
         "the unpaid hold lapsed"
     );
+}
+
+fn instant(value: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap())
+        .unwrap()
+        .to_utc()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
