@@ -131,19 +131,19 @@ pub fn follow(
                 schema.clone(),
                 Arc::clone(&session),
                 Arc::clone(&request),
-                view.ok(),
+                Some(view.map_err(Into::into)),
             )
         })
         .boxed()
 }
 
-/// One response to the request: of `view` when given, otherwise of
-/// whatever the resolver finds (an error, or a fresh read).
+/// One response to the request: of `view` (a state, or the error reading
+/// it) when given, otherwise of whatever the resolver finds (a bad token).
 async fn render(
     schema: AppSchema,
     session: Arc<Data>,
     live: Arc<LiveRequest>,
-    view: Option<TokenView>,
+    view: Option<async_graphql::Result<TokenView>>,
 ) -> Response {
     let variables = serde_json::from_str(&live.variables).unwrap_or_default();
     let mut request = Request::new(live.query.as_ref()).variables(Variables::from_json(variables));

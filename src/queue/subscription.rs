@@ -21,9 +21,10 @@ use crate::clock;
 use crate::error::AppResult;
 use crate::graphql::context::{AppContext, connection_bearer};
 
-/// A state computed outside the resolver (by the websocket fast path in
-/// `queue::live`), which the resolver answers once instead of following.
-pub struct PresetView(pub TokenView);
+/// A state (or the error reading it) computed outside the resolver, by the
+/// websocket fast path in `queue::live`, which the resolver answers once
+/// instead of following.
+pub struct PresetView(pub async_graphql::Result<TokenView>);
 
 #[derive(Default)]
 pub struct QueueSubscription;
@@ -40,7 +41,8 @@ impl QueueSubscription {
         token: String,
     ) -> Result<BoxStream<'static, Result<QueueToken>>> {
         if let Some(PresetView(view)) = ctx.data_opt::<PresetView>() {
-            return Ok(stream::once(std::future::ready(Ok(view.clone().into()))).boxed());
+            let answer = view.clone().map(QueueToken::from);
+            return Ok(stream::once(std::future::ready(answer)).boxed());
         }
         let queue = Arc::clone(&ctx.app().queue);
         let bearer = if token.trim().is_empty() {
