@@ -30,6 +30,7 @@ impl Concert {
     }
 
     /// Every date of the concert, earliest first.
+    #[graphql(complexity = "crate::graphql::LIST_COST * child_complexity")]
     async fn dates(&self, ctx: &Context<'_>) -> Result<Vec<ConcertDate>> {
         load_list(
             ctx.scope().catalogue(),
@@ -73,6 +74,7 @@ impl ConcertDate {
     }
 
     /// All seats of the date, by number.
+    #[graphql(complexity = "crate::graphql::SEATS_COST * child_complexity")]
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
         load_list(ctx.scope().catalogue(), SeatsOfDate(self.0.id), Seat).await
     }
@@ -121,7 +123,10 @@ pub struct CatalogueQuery;
 #[Object]
 impl CatalogueQuery {
     /// Concerts on sale. Needs an ACTIVE token.
-    #[graphql(guard = "TokenGuard::active()")]
+    #[graphql(
+        guard = "TokenGuard::active()",
+        complexity = "crate::graphql::LIST_COST * child_complexity"
+    )]
     async fn concerts(&self, ctx: &Context<'_>) -> Result<Vec<Concert>> {
         let scope = ctx.scope();
         let rows = service::concerts_on_sale(&ctx.app().pool, scope.now).await?;
@@ -129,7 +134,10 @@ impl CatalogueQuery {
     }
 
     /// Dates of a concert that start in the future and have at least one seat that can be held now, earliest first. Needs an ACTIVE token.
-    #[graphql(guard = "TokenGuard::active()")]
+    #[graphql(
+        guard = "TokenGuard::active()",
+        complexity = "crate::graphql::LIST_COST * child_complexity"
+    )]
     async fn available_dates(&self, ctx: &Context<'_>, concert_id: ID) -> Result<Vec<ConcertDate>> {
         let concert_id = service::parse_id(&concert_id, "concertId")?;
         let rows = service::available_dates(&ctx.app().pool, concert_id, ctx.scope().now).await?;
@@ -137,7 +145,10 @@ impl CatalogueQuery {
     }
 
     /// Seats of a date that can be held now, by number. Needs an ACTIVE token.
-    #[graphql(guard = "TokenGuard::active()")]
+    #[graphql(
+        guard = "TokenGuard::active()",
+        complexity = "crate::graphql::SEATS_COST * child_complexity"
+    )]
     async fn available_seats(&self, ctx: &Context<'_>, concert_date_id: ID) -> Result<Vec<Seat>> {
         let date_id = service::parse_id(&concert_date_id, "concertDateId")?;
         let rows = service::available_seats(&ctx.app().pool, date_id, ctx.scope().now).await?;

@@ -32,8 +32,19 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deep enough for user -> reservations -> seat -> concertDate -> concert -> dates -> seats.
 const MAX_DEPTH: usize = 12;
-/// Fields in one query, counted once each (lists are not multiplied).
-const MAX_COMPLEXITY: usize = 500;
+/// The estimated cost of one query: a field counts 1, and a list counts as
+/// many times its items' cost as it is reckoned to hold, so that nesting
+/// lists (seats -> concertDate -> seats -> ...) multiplies as the rows do.
+/// The whole catalogue with every field, back-references included, costs
+/// about 50,000; one more turn of seats -> concertDate -> seats, 50 times that.
+const MAX_COMPLEXITY: usize = 100_000;
+/// Seats a date has at most.
+pub const SEATS_COST: usize = 50;
+/// Items reckoned for any other list (concerts, dates, a user's history).
+pub const LIST_COST: usize = 10;
+/// A top-level lookup that takes a database round trip of its own
+/// (`user(id)`): at most 250 of them in one query.
+pub const LOOKUP_COST: usize = 400;
 const MAX_RECURSIVE_DEPTH: usize = 32;
 const MAX_DIRECTIVES: usize = 8;
 
