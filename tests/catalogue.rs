@@ -43,8 +43,12 @@ async fn nested_queries_cost_the_same_statements_for_2_or_200_dates() {
         small, large,
         "statements must not grow with the number of dates"
     );
-    // token check, concerts, dates, seat counts, seats, their dates, their concerts
-    assert!(small <= 8, "{small} statements for one nested query");
+    // token check, concerts, dates, seat counts, seats, their dates, their
+    // concerts; at least concerts, dates and seats, or nothing was counted.
+    assert!(
+        (3..=8).contains(&small),
+        "{small} statements for one nested query"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,9 +53,12 @@ fn price_of(number: i32) -> BigDecimal {
 /// did. Several processes starting at once take turns through a named lock.
 pub async fn seed_if_empty(pool: &DbPool, now: NaiveDateTime) -> AppResult<bool> {
     let mut conn = db::connect(pool).await?;
-    diesel::sql_query("SELECT GET_LOCK('ticket_reservation.seed', 30)")
-        .execute(&mut conn)
-        .await?;
+    let got = diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::Integer>,
+    >("GET_LOCK('ticket_reservation.seed', 30)"))
+    .get_result(&mut conn)
+    .await?;
+    db::named_lock_taken("ticket_reservation.seed", got)?;
     let seeded = async {
         let concerts_so_far: i64 = concerts::table.count().get_result(&mut conn).await?;
         if concerts_so_far > 0 {

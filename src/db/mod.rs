@@ -133,8 +133,11 @@ pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
         let mut conn =
             <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
                 .map_err(|e| AppError::internal(format!("cannot connect to the database: {e}")))?;
-        diesel::sql_query("SELECT GET_LOCK('ticket_reservation.migrations', 60)")
-            .execute(&mut conn)?;
+        let got = diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Nullable<diesel::sql_types::Integer>,
+        >("GET_LOCK('ticket_reservation.migrations', 60)"))
+        .get_result(&mut conn)?;
+        named_lock_taken("ticket_reservation.migrations", got)?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.len())
@@ -145,6 +148,18 @@ pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
     })
     .await
     .map_err(AppError::internal)?
+}
+
+/// What `GET_LOCK` answered: 1 when the lock is ours; 0 when another
+/// session held it for the whole timeout; NULL on an error. Going on
+/// without it would let two processes do the locked work at once.
+pub fn named_lock_taken(name: &str, got: Option<i32>) -> AppResult<()> {
+    match got {
+        Some(1) => Ok(()),
+        _ => Err(AppError::internal(format!(
+            "another process held the lock {name} too long; start again"
+        ))),
+    }
 }
 
 /// Creates the database if needed and brings its schema up to date.
@@ -185,4 +200,16 @@ macro_rules! transaction_with_retry {
             }
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_granted_named_lock_lets_the_work_go_on() {
+        assert!(named_lock_taken("l", Some(1)).is_ok());
+        assert!(named_lock_taken("l", Some(0)).is_err(), "timed out");
+        assert!(named_lock_taken("l", None).is_err(), "an error in GET_LOCK");
+    }
 }
