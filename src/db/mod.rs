@@ -8,11 +8,11 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool::managed::{Manager, Metrics, Object, Pool, RecycleError, RecycleResult};
 use diesel::{Connection, ConnectionError, RunQueryDsl as _};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -24,8 +24,8 @@ pub use types::DbUuid;
 
 use crate::error::{AppError, AppResult};
 
-pub type DbPool = Pool<AsyncMysqlConnection>;
-pub type DbConn = Object<AsyncMysqlConnection>;
+pub type DbPool = Pool<CheckedManager>;
+pub type DbConn = Object<CheckedManager>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -41,23 +41,31 @@ const SESSION_SETUP: [&str; 2] = [
 /// How long a request waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle this long is pinged before reuse: the server
+/// or a proxy on the way may have closed it meanwhile (MySQL's
+/// `wait_timeout`, a restart, a failover), and that should cost a round
+/// trip, not a client's request. A busy server reuses its connections far
+/// sooner, so its hot paths never pay the ping.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
+
 pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> AppResult<DbPool> {
+    build_pool_pinging_after(database_url, size, monitor, IDLE_BEFORE_PING)
+}
+
+/// `build_pool`, pinging connections idle longer than `idle_before_ping`.
+pub fn build_pool_pinging_after(
+    database_url: &str,
+    size: u32,
+    monitor: Arc<DbMonitor>,
+    idle_before_ping: Duration,
+) -> AppResult<DbPool> {
     let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
-    // `Verified` would spend a `SELECT 1` round trip on every checkout; ping
-    // only while the monitor has seen a connection die recently.
-    let watch = Arc::clone(&monitor);
-    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
-        let suspect = watch.links_suspect();
-        async move {
-            if suspect {
-                conn.batch_execute("SELECT 1").await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }));
+    // Only a broken transaction state is checked here; `CheckedManager`
+    // decides when a round trip is worth it.
+    config.recycling_method = RecyclingMethod::Fast;
+    let setup_monitor = Arc::clone(&monitor);
     config.custom_setup = Box::new(move |url| {
-        let monitor = Arc::clone(&monitor);
+        let monitor = Arc::clone(&setup_monitor);
         async move {
             let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
             for statement in SESSION_SETUP {
@@ -70,7 +78,11 @@ pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> App
         }
         .boxed()
     });
-    let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
+    let manager = CheckedManager {
+        inner: AsyncDieselConnectionManager::new_with_config(database_url, config),
+        monitor,
+        idle_before_ping,
+    };
     Pool::builder(manager)
         .max_size(size as usize)
         .wait_timeout(Some(POOL_WAIT))
@@ -78,6 +90,39 @@ pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> App
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(AppError::internal)
+}
+
+/// diesel-async's connection manager, with a `SELECT 1` before reuse of a
+/// connection that sat idle (`idle_before_ping`), or of any connection
+/// while the monitor has seen links die recently. `Verified` would ping on
+/// every checkout; never pinging hands dead connections to requests.
+pub struct CheckedManager {
+    inner: AsyncDieselConnectionManager<AsyncMysqlConnection>,
+    monitor: Arc<DbMonitor>,
+    idle_before_ping: Duration,
+}
+
+impl Manager for CheckedManager {
+    type Type = AsyncMysqlConnection;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<AsyncMysqlConnection, PoolError> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncMysqlConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<PoolError> {
+        self.inner.recycle(conn, metrics).await?;
+        if metrics.last_used() > self.idle_before_ping || self.monitor.links_suspect() {
+            conn.batch_execute("SELECT 1")
+                .await
+                .map_err(|error| RecycleError::Backend(PoolError::QueryError(error)))?;
+        }
+        Ok(())
+    }
 }
 
 pub async fn connect(pool: &DbPool) -> AppResult<DbConn> {

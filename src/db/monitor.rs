@@ -25,8 +25,9 @@ impl DbMonitor {
     }
 
     /// Whether a connection failed at the link level recently. Until the
-    /// database blips, idle connections are reused without a round trip;
-    /// after one, each is pinged before reuse so dead ones leave the pool.
+    /// database blips, recently used connections are reused without a round
+    /// trip; after one, each is pinged before reuse so dead ones leave the
+    /// pool (see `db::CheckedManager`).
     pub fn links_suspect(&self) -> bool {
         let failed_at = self.last_link_failure_ms.load(Ordering::Relaxed);
         failed_at != 0 && now_ms().saturating_sub(failed_at) < SUSPICION.as_millis() as u64
