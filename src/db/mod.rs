@@ -8,7 +8,9 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{Manager, Metrics, Object, Pool, RecycleError, RecycleResult};
+use deadpool::managed::{
+    Manager, Metrics, Object, Pool, QueueMode, RecycleError, RecycleResult,
+};
 use diesel::{Connection, ConnectionError, RunQueryDsl as _};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::{
@@ -41,11 +43,11 @@ const SESSION_SETUP: [&str; 2] = [
 /// How long a request waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// A pooled connection idle this long is pinged before reuse: the server
-/// or a proxy on the way may have closed it meanwhile (MySQL's
-/// `wait_timeout`, a restart, a failover), and that should cost a round
-/// trip, not a client's request. A busy server reuses its connections far
-/// sooner, so its hot paths never pay the ping.
+/// A pooled connection last handed out this long ago is pinged before
+/// reuse: the server or a proxy on the way may have closed it meanwhile
+/// (MySQL's `wait_timeout`, a restart, a failover), and that should cost a
+/// round trip, not a client's request. Connections in steady use are
+/// handed out far more often, so hot paths never pay the ping.
 pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
 pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> AppResult<DbPool> {
@@ -84,6 +86,10 @@ pub fn build_pool_pinging_after(
         idle_before_ping,
     };
     Pool::builder(manager)
+        // The most recently returned connection goes out first, so light
+        // traffic keeps reusing a few fresh ones (no ping) and only the
+        // rarely needed rest ages past `idle_before_ping`.
+        .queue_mode(QueueMode::Lifo)
         .max_size(size as usize)
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(POOL_WAIT))
