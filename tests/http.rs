@@ -195,6 +195,16 @@ async fn client_mistakes_get_invalid_input_and_oversize_gets_limit_exceeded() {
         .gql(cyclic, json!({}), Some(&token))
         .await
         .expect_code("LIMIT_EXCEEDED");
+    // Twelve turns of the cycle: the cost would pass usize::MAX.
+    let abyss = format!(
+        "{{ availableSeats(concertDateId: \"1\") {}{{ number }}{} }}",
+        "{ concertDate { seats ".repeat(12),
+        " } }".repeat(12)
+    );
+    server
+        .gql(&abyss, json!({}), Some(&token))
+        .await
+        .expect_code("LIMIT_EXCEEDED");
     let everything = "{ concerts { id name venue dates { id startsAt totalSeats availableSeats \
         concert { id name venue } seats { id number price status \
         concertDate { id startsAt totalSeats availableSeats concert { id name venue } } } } } }";

@@ -72,7 +72,9 @@ impl Payment {
         self.0.paid_at.into()
     }
 
-    #[graphql(complexity = "crate::graphql::LIST_COST * child_complexity")]
+    #[graphql(
+        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+    )]
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         load_list(
             ctx.scope().booking(),

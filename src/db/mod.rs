@@ -8,9 +8,7 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{
-    Manager, Metrics, Object, Pool, QueueMode, RecycleError, RecycleResult,
-};
+use deadpool::managed::{Manager, Metrics, Object, Pool, QueueMode, RecycleError, RecycleResult};
 use diesel::{Connection, ConnectionError, RunQueryDsl as _};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::{

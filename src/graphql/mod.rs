@@ -45,6 +45,21 @@ pub const LIST_COST: usize = 10;
 /// A top-level lookup that takes a database round trip of its own
 /// (`user(id)`): at most 250 of them in one query.
 pub const LOOKUP_COST: usize = 400;
+/// No one field's cost is reckoned above this. async-graphql totals the
+/// cost before it checks the depth, so deep nesting of lists would
+/// otherwise overflow (a panic in debug builds, a wrap to a small cost in
+/// release); 2^40 leaves room for any number of siblings a 16 KiB query holds.
+const COST_CEILING: usize = 1 << 40;
+
+/// The cost of a list reckoned to hold `items`, each costing `each`.
+pub fn list_cost(items: usize, each: usize) -> usize {
+    each.saturating_mul(items).min(COST_CEILING)
+}
+
+/// The cost of a lookup with its own round trip, whose result costs `each`.
+pub fn lookup_cost(each: usize) -> usize {
+    each.saturating_add(LOOKUP_COST).min(COST_CEILING)
+}
 const MAX_RECURSIVE_DEPTH: usize = 32;
 const MAX_DIRECTIVES: usize = 8;
 

@@ -31,7 +31,9 @@ impl User {
     }
 
     /// Every change to the balance, newest first; the first entry's balanceAfter equals balance.
-    #[graphql(complexity = "crate::graphql::LIST_COST * child_complexity")]
+    #[graphql(
+        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+    )]
     async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
         load_list(
             ctx.scope().wallet(),
@@ -42,7 +44,9 @@ impl User {
     }
 
     /// Every reservation the user made, newest first.
-    #[graphql(complexity = "crate::graphql::LIST_COST * child_complexity")]
+    #[graphql(
+        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+    )]
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         load_list(
             ctx.scope().booking(),
@@ -53,7 +57,9 @@ impl User {
     }
 
     /// Every completed payment, newest first.
-    #[graphql(complexity = "crate::graphql::LIST_COST * child_complexity")]
+    #[graphql(
+        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+    )]
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
         load_list(ctx.scope().booking(), PaymentsOfUser(self.0.id.0), Payment).await
     }
@@ -91,7 +97,7 @@ pub struct WalletQuery;
 #[Object]
 impl WalletQuery {
     /// A user by id (no token needed); null if there is none.
-    #[graphql(complexity = "crate::graphql::LOOKUP_COST + child_complexity")]
+    #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
     async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<User>> {
         Ok(service::find(&ctx.app().pool, id).await?.map(User))
     }
