@@ -257,8 +257,10 @@ async fn the_sweep_rewrites_lapsed_holds_and_their_tokens() {
 /// unpaid, long before the token's own ACTIVE_TOKEN_SECONDS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_from_an_earlier_token_still_ends_the_next_one_when_it_lapses() {
+    // Long enough for the second hold, the payment and the new token to
+    // happen before the first hold lapses, even on a loaded machine.
     let server = TestServer::with_settings(|c| {
-        c.hold_seconds = 2;
+        c.hold_seconds = 6;
         c.active_token_seconds = 600;
     })
     .await;
