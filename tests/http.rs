@@ -303,6 +303,17 @@ async fn requests_that_are_not_graphql_get_a_coded_error_and_no_internals() {
             .body(body)
             .send()
     };
+    let put = server
+        .http
+        .put(server.url("/graphql"))
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    let answer: serde_json::Value = put.json().await.unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+
     let answers = [
         ("not json", post("not json").await.unwrap()),
         ("not an object", post("42").await.unwrap()),

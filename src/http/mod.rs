@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -58,10 +58,12 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(axum::middleware::map_response(oversize_as_graphql_error))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::map_response(
+            bare_refusals_as_graphql_errors,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
@@ -212,13 +214,34 @@ fn body_too_large() -> Response {
     )
 }
 
-/// The body-size layer answers an over-long Content-Length by itself, in
-/// plain text; answer that as a GraphQL error too.
-async fn oversize_as_graphql_error(response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        body_too_large()
-    } else {
-        response
+/// The layers and the router refuse some requests to `/graphql` by
+/// themselves, with an empty or plain-text body: a body over the cap (413),
+/// a request past the time limit (408), a method the path does not take
+/// (405). Answer those as GraphQL errors too.
+async fn bare_refusals_as_graphql_errors(uri: Uri, response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if is_json || !uri.path().starts_with("/graphql") {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
+        StatusCode::REQUEST_TIMEOUT => graphql_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "INTERNAL",
+            &format!(
+                "the request took longer than {} s and was stopped",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => graphql_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "INVALID_INPUT",
+            "use POST /graphql, GET /graphql?query= for queries, or the websocket at /graphql/ws",
+        ),
+        _ => response,
     }
 }
 
