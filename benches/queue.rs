@@ -188,6 +188,7 @@ async fn poll_and_follow() -> BenchResult<()> {
     let http = http_client();
 
     println!("\n== queueStatus polling ({CLIENTS} clients, {POLL_FOR:?} each) ==");
+    println!("(database settled in {:.0?})", settle_database().await);
     let small = poll(
         &server,
         &http,
@@ -209,8 +210,9 @@ async fn poll_and_follow() -> BenchResult<()> {
         .number("SELECT COUNT(*) FROM queue_tokens WHERE status = 'WAITING'")
         .await?;
     println!(
-        "(line grown to {in_line} WAITING in {:.0?})",
-        started.elapsed()
+        "(line grown to {in_line} WAITING in {:.0?}; database settled in {:.0?})",
+        started.elapsed(),
+        settle_database().await
     );
     let large = poll(
         &server,

@@ -432,6 +432,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Waits until the local database has finished the background work a bulk
+/// insert leaves (InnoDB's purge and page flushing): until it uses under
+/// 5 % of a core over a second, for at most a minute. Phases compared with
+/// each other then start from the same quiet database. How long it took.
+pub async fn settle_database() -> Duration {
+    let began = Instant::now();
+    let Some(pid) = database_pid() else {
+        return Duration::ZERO;
+    };
+    while began.elapsed() < Duration::from_secs(60) {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cpu_seconds(pid) - before < 0.05 {
+            break;
+        }
+    }
+    began.elapsed()
+}
+
 /// The database server's process id, when it runs on this machine.
 pub fn database_pid() -> Option<u32> {
     let output = Command::new("pidof")
