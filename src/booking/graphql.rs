@@ -72,9 +72,7 @@ impl Payment {
         self.0.paid_at.into()
     }
 
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         load_list(
             ctx.scope().booking(),

@@ -30,9 +30,7 @@ impl Concert {
     }
 
     /// Every date of the concert, earliest first.
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
     async fn dates(&self, ctx: &Context<'_>) -> Result<Vec<ConcertDate>> {
         load_list(
             ctx.scope().catalogue(),
@@ -76,9 +74,7 @@ impl ConcertDate {
     }
 
     /// All seats of the date, by number.
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::SEATS_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::seats_cost(child_complexity)")]
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
         load_list(ctx.scope().catalogue(), SeatsOfDate(self.0.id), Seat).await
     }
@@ -129,7 +125,7 @@ impl CatalogueQuery {
     /// Concerts on sale. Needs an ACTIVE token.
     #[graphql(
         guard = "TokenGuard::active()",
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+        complexity = "crate::graphql::other_list_cost(child_complexity)"
     )]
     async fn concerts(&self, ctx: &Context<'_>) -> Result<Vec<Concert>> {
         let scope = ctx.scope();
@@ -140,7 +136,7 @@ impl CatalogueQuery {
     /// Dates of a concert that start in the future and have at least one seat that can be held now, earliest first. Needs an ACTIVE token.
     #[graphql(
         guard = "TokenGuard::active()",
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
+        complexity = "crate::graphql::other_list_cost(child_complexity)"
     )]
     async fn available_dates(&self, ctx: &Context<'_>, concert_id: ID) -> Result<Vec<ConcertDate>> {
         let concert_id = service::parse_id(&concert_id, "concertId")?;
@@ -151,7 +147,7 @@ impl CatalogueQuery {
     /// Seats of a date that can be held now, by number. Needs an ACTIVE token.
     #[graphql(
         guard = "TokenGuard::active()",
-        complexity = "crate::graphql::list_cost(crate::graphql::SEATS_COST, child_complexity)"
+        complexity = "crate::graphql::seats_cost(child_complexity)"
     )]
     async fn available_seats(&self, ctx: &Context<'_>, concert_date_id: ID) -> Result<Vec<Seat>> {
         let date_id = service::parse_id(&concert_date_id, "concertDateId")?;

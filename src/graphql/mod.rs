@@ -39,12 +39,12 @@ const MAX_DEPTH: usize = 12;
 /// about 50,000; one more turn of seats -> concertDate -> seats, 50 times that.
 const MAX_COMPLEXITY: usize = 100_000;
 /// Seats a date has at most.
-pub const SEATS_COST: usize = 50;
+const SEATS_COST: usize = 50;
 /// Items reckoned for any other list (concerts, dates, a user's history).
-pub const LIST_COST: usize = 10;
+const LIST_COST: usize = 10;
 /// A top-level lookup that takes a database round trip of its own
 /// (`user(id)`): at most 250 of them in one query.
-pub const LOOKUP_COST: usize = 400;
+const LOOKUP_COST: usize = 400;
 /// No one field's cost is reckoned above this. async-graphql totals the
 /// cost before it checks the depth, so deep nesting of lists would
 /// otherwise overflow (a panic in debug builds, a wrap to a small cost in
@@ -52,8 +52,18 @@ pub const LOOKUP_COST: usize = 400;
 const COST_CEILING: usize = 1 << 40;
 
 /// The cost of a list reckoned to hold `items`, each costing `each`.
-pub fn list_cost(items: usize, each: usize) -> usize {
+fn list_cost(items: usize, each: usize) -> usize {
     each.saturating_mul(items).min(COST_CEILING)
+}
+
+/// The cost of a date's seats, each costing `each`.
+pub fn seats_cost(each: usize) -> usize {
+    list_cost(SEATS_COST, each)
+}
+
+/// The cost of any other list (concerts, dates, a user's history).
+pub fn other_list_cost(each: usize) -> usize {
+    list_cost(LIST_COST, each)
 }
 
 /// The cost of a lookup with its own round trip, whose result costs `each`.

@@ -31,9 +31,7 @@ impl User {
     }
 
     /// Every change to the balance, newest first; the first entry's balanceAfter equals balance.
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
     async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
         load_list(
             ctx.scope().wallet(),
@@ -44,9 +42,7 @@ impl User {
     }
 
     /// Every reservation the user made, newest first.
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
     async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
         load_list(
             ctx.scope().booking(),
@@ -57,9 +53,7 @@ impl User {
     }
 
     /// Every completed payment, newest first.
-    #[graphql(
-        complexity = "crate::graphql::list_cost(crate::graphql::LIST_COST, child_complexity)"
-    )]
+    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
         load_list(ctx.scope().booking(), PaymentsOfUser(self.0.id.0), Payment).await
     }
