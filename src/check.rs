@@ -5,7 +5,8 @@
 use chrono::NaiveDateTime;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Datetime, Text, Unsigned};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+use futures_util::FutureExt;
 
 use crate::db::{self, DbPool};
 use crate::error::AppResult;
@@ -97,10 +98,20 @@ pub async fn find_violations(
     max_active_tokens: u32,
     now: NaiveDateTime,
 ) -> AppResult<Vec<Violation>> {
-    let mut conn = db::connect(pool).await?;
+    db::run(pool, move |conn| {
+        violations_on(conn, max_active_tokens, now).boxed()
+    })
+    .await
+}
+
+async fn violations_on(
+    conn: &mut AsyncMysqlConnection,
+    max_active_tokens: u32,
+    now: NaiveDateTime,
+) -> AppResult<Vec<Violation>> {
     let mut violations = Vec::new();
     for (rule, sql) in RULES {
-        let findings: Vec<Finding> = diesel::sql_query(*sql).load(&mut conn).await?;
+        let findings: Vec<Finding> = diesel::sql_query(*sql).load(conn).await?;
         violations.extend(findings.into_iter().map(|finding| Violation {
             rule,
             detail: finding.detail,
@@ -116,7 +127,7 @@ pub async fn find_violations(
     )
     .bind::<Datetime, _>(now)
     .bind::<Datetime, _>(now)
-    .load(&mut conn)
+    .load(conn)
     .await?;
     violations.extend(miscounted.into_iter().map(|finding| Violation {
         rule: "an ACTIVE token counts its user's live holds",
@@ -129,7 +140,7 @@ pub async fn find_violations(
     .bind::<Unsigned<BigInt>, _>(u64::from(max_active_tokens))
     .bind::<Datetime, _>(now)
     .bind::<Unsigned<BigInt>, _>(u64::from(max_active_tokens))
-    .load(&mut conn)
+    .load(conn)
     .await?;
     violations.extend(over_limit.into_iter().map(|finding| Violation {
         rule: "no more tokens are ACTIVE than MAX_ACTIVE_TOKENS",

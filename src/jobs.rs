@@ -40,8 +40,8 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
             _ = state.queue.admission_wakeup.notified() => {}
         }
-        match queue::service::admit_waiting(&state.pool, state.queue.settings).await {
-            Ok(turn) => {
+        match queue::service::admit_waiting(&state.jobs_pool, state.queue.settings).await {
+            Ok(Some(turn)) => {
                 state
                     .queue
                     .admission_turns
@@ -52,6 +52,8 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
                 }
                 state.queue.publish(turn.counters);
             }
+            // Another process holds the line right now: its turn admits.
+            Ok(None) => {}
             Err(error) => tracing::error!(error = %error.detail(), "admission turn failed"),
         }
     }
@@ -65,7 +67,7 @@ async fn sweep_loop(state: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match booking::service::sweep_lapsed_holds(&state.pool, clock::now()).await {
+        match booking::service::sweep_lapsed_holds(&state.jobs_pool, clock::now()).await {
             Ok((expired, released)) if expired + released > 0 => {
                 tracing::info!(expired, released, "lapsed holds swept");
                 // The holders' tokens lapsed with their holds: admit others.

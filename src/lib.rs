@@ -23,7 +23,7 @@ use std::sync::Arc;
 use booking::service::BookingSettings;
 use catalogue::directory::SeatDirectory;
 use config::Config;
-use db::{DbMonitor, DbPool};
+use db::{DbMonitor, DbPool, PoolOptions};
 use error::AppResult;
 use queue::runtime::QueueRuntime;
 use queue::service::QueueSettings;
@@ -33,6 +33,8 @@ use queue::service::QueueSettings;
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
+    /// Connections of the background loops, whose lock waits are short.
+    pub jobs_pool: DbPool,
     pub db_monitor: Arc<DbMonitor>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
@@ -62,7 +64,12 @@ impl AppState {
         let db_monitor = Arc::new(DbMonitor::default());
         let pool = db::build_pool(
             &config.database_url,
-            config.database_pool_size,
+            PoolOptions::requests(config.database_pool_size),
+            Arc::clone(&db_monitor),
+        )?;
+        let jobs_pool = db::build_pool(
+            &config.database_url,
+            PoolOptions::jobs(),
             Arc::clone(&db_monitor),
         )?;
         let secret = secrets::token_secret(&pool, config.token_secret.as_ref()).await?;
@@ -78,6 +85,7 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             pool,
+            jobs_pool,
             db_monitor,
             queue,
             booking,

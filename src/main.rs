@@ -77,7 +77,7 @@ async fn run(command: Command, config: Config) -> AppResult<ExitCode> {
             // Only reads: no database created, no migration run, no secret
             // written. A mistyped DATABASE_URL fails instead of passing.
             let monitor = Arc::new(db::DbMonitor::default());
-            let pool = db::build_pool(&config.database_url, 1, monitor)?;
+            let pool = db::build_pool(&config.database_url, db::PoolOptions::requests(1), monitor)?;
             let violations =
                 check::find_violations(&pool, config.max_active_tokens, clock::now()).await?;
             let report: String = if violations.is_empty() {

@@ -3,7 +3,8 @@
 //! on that database signs and checks tokens alike.
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+use futures_util::FutureExt;
 
 use crate::config::TokenSecret;
 use crate::db::schema::server_secrets;
@@ -16,7 +17,15 @@ pub async fn token_secret(pool: &DbPool, configured: Option<&TokenSecret>) -> Ap
     if let Some(secret) = configured {
         return Ok(secret.0.clone());
     }
-    let mut conn = db::connect(pool).await?;
+    let stored = db::run(pool, |conn| shared_secret(conn).boxed()).await?;
+    tracing::warn!(
+        "TOKEN_SECRET is not set: signing queue tokens with a key kept in the database; \
+         set TOKEN_SECRET so a copy of the database cannot be used to forge tokens"
+    );
+    Ok(stored)
+}
+
+async fn shared_secret(conn: &mut AsyncMysqlConnection) -> AppResult<Vec<u8>> {
     let generated: [u8; 32] = rand::random();
     // INSERT IGNORE: the first process to start wins; the rest read its key.
     diesel::insert_or_ignore_into(server_secrets::table)
@@ -25,16 +34,11 @@ pub async fn token_secret(pool: &DbPool, configured: Option<&TokenSecret>) -> Ap
             server_secrets::secret.eq(generated.as_slice()),
             server_secrets::created_at.eq(crate::clock::now()),
         ))
-        .execute(&mut conn)
+        .execute(conn)
         .await?;
-    let stored: Vec<u8> = server_secrets::table
+    Ok(server_secrets::table
         .find(TOKEN_KEY)
         .select(server_secrets::secret)
-        .first(&mut conn)
-        .await?;
-    tracing::warn!(
-        "TOKEN_SECRET is not set: signing queue tokens with a key kept in the database; \
-         set TOKEN_SECRET so a copy of the database cannot be used to forge tokens"
-    );
-    Ok(stored)
+        .first(conn)
+        .await?)
 }

@@ -20,7 +20,8 @@ use ticket_reservation::queue;
 async fn admit_now(server: &TestServer) {
     let turn = queue::service::admit_waiting(&server.state.pool, server.state.queue.settings)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("nobody else holds the line");
     server.state.queue.publish(turn.counters);
 }
 
@@ -35,6 +36,28 @@ async fn lapse_active_token_of(server: &TestServer, user: uuid::Uuid) {
         ),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_turn_skips_rather_than_waits_when_another_holds_the_line() {
+    use diesel_async::SimpleAsyncConnection;
+    let server = TestServer::start().await;
+    let settings = server.state.queue.settings;
+    let mut other = server.db.connect().await;
+    other.batch_execute("BEGIN").await.unwrap();
+    other
+        .batch_execute("SELECT * FROM queue_state FOR UPDATE")
+        .await
+        .unwrap();
+    let turn = queue::service::admit_waiting(&server.state.jobs_pool, settings)
+        .await
+        .expect("a skipped turn is no error");
+    assert!(turn.is_none(), "the turn skipped: {turn:?}");
+    other.batch_execute("ROLLBACK").await.unwrap();
+    let turn = queue::service::admit_waiting(&server.state.jobs_pool, settings)
+        .await
+        .unwrap();
+    assert!(turn.is_some(), "with the line free the turn runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,6 +17,8 @@ use common::process::ServerProcess;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Unsigned};
 use diesel_async::RunQueryDsl;
+use serde_json::json;
+use ticket_reservation::db;
 
 const MAX_ACTIVE: usize = 3;
 const TOKENS: u64 = 45;
@@ -109,5 +111,80 @@ async fn two_processes_admit_in_order_and_never_above_the_limit() {
         second.log_lines_containing(admitting)
     );
     let (clean, report) = common::run_check(&db.url, MAX_ACTIVE as u32);
+    assert!(clean, "{report}");
+}
+
+/// The line's admitted-through number, read from the database.
+async fn admitted_through(db: &TestDb) -> i64 {
+    common::fixtures::sql_number(db, "SELECT admitted_through_seq FROM queue_state").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_process_does_not_freeze_the_line_for_the_others() {
+    let db = TestDb::new().await;
+    let settings = [
+        ("MAX_ACTIVE_TOKENS", "3"),
+        ("ACTIVE_TOKEN_SECONDS", "1"),
+        ("ADMIT_INTERVAL_MS", "10"),
+    ];
+    let frozen = ServerProcess::start(&db.url, &settings);
+    let other = ServerProcess::start(&db.url, &settings);
+    for _ in 0..150 {
+        let token = other.newcomer("fan").await;
+        assert!(token["errors"].is_null(), "{token}");
+    }
+    // A rush on the process about to freeze, so that it is likely to hold
+    // the line's lock (issuing or admitting) at the instant it stops.
+    let url = format!("http://127.0.0.1:{}/graphql", frozen.port);
+    let rush = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let ask = |query: &'static str, variables: serde_json::Value| {
+            client
+                .post(&url)
+                .json(&serde_json::json!({"query": query, "variables": variables}))
+                .timeout(Duration::from_millis(300))
+                .send()
+        };
+        loop {
+            let Ok(registered) = ask(
+                "mutation { registerUser(name: \"rush\") { id } }",
+                json!({}),
+            )
+            .await
+            else {
+                continue;
+            };
+            let id = registered
+                .json::<serde_json::Value>()
+                .await
+                .unwrap_or_default()["data"]["registerUser"]["id"]
+                .clone();
+            let _ = ask(
+                "mutation($id: UUID!) { issueToken(userId: $id) { seq: position } }",
+                json!({"id": id}),
+            )
+            .await;
+        }
+    });
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        frozen.signal("STOP");
+        let before = admitted_through(&db).await;
+        let stopped = Instant::now();
+        // A frozen lock holder is cut off after IDLE_TRANSACTION_SECONDS;
+        // after that a slot frees every second (ACTIVE_TOKEN_SECONDS).
+        let bound = Duration::from_secs(u64::from(db::IDLE_TRANSACTION_SECONDS) + 6);
+        while admitted_through(&db).await < before + 3 {
+            assert!(
+                stopped.elapsed() < bound,
+                "round {round}: the line stood still for {bound:?} while one process was frozen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        frozen.signal("CONT");
+    }
+    rush.abort();
+    assert!(other.log_lines_containing("admission turn admitted=") > 0);
+    let (clean, report) = common::run_check(&db.url, 3);
     assert!(clean, "{report}");
 }

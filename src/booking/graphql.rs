@@ -124,7 +124,7 @@ impl BookingMutation {
         let ids = service::parse_reservation_ids(&ids)?;
         let key = valid_key(idempotency_key)?;
         let app = ctx.app();
-        let payment = service::pay(&app.pool, &token, &ids, key.as_deref()).await?;
+        let payment = service::pay(&app.pool, &token, ids, key).await?;
         // A slot is free now: let the next in line in without waiting a tick.
         app.queue.admission_wakeup.notify_one();
         Ok(Payment(payment))

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::model::{self, PaymentRow, ReservationRow};
@@ -48,10 +49,11 @@ impl Loader<ReservationsOfUser> for BookingLoader {
         &self,
         keys: &[ReservationsOfUser],
     ) -> LoadResult<ReservationsOfUser, Vec<ReservationRow>> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::reservations_of_users(&mut conn, &uuids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = uuids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::reservations_of_users(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(rows, |row| ReservationsOfUser(row.user_id.0)))
     }
 }
@@ -62,10 +64,11 @@ impl Loader<PaymentsOfUser> for BookingLoader {
 
     #[tracing::instrument(name = "load_payments_of_users", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[PaymentsOfUser]) -> LoadResult<PaymentsOfUser, Vec<PaymentRow>> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::payments_of_users(&mut conn, &uuids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = uuids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::payments_of_users(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(rows, |row| PaymentsOfUser(row.user_id.0)))
     }
 }
@@ -76,10 +79,11 @@ impl Loader<PaymentKey> for BookingLoader {
 
     #[tracing::instrument(name = "load_payments", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[PaymentKey]) -> LoadResult<PaymentKey, PaymentRow> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::payments_by_ids(&mut conn, &uuids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = uuids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::payments_by_ids(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| (PaymentKey(row.id.0), row))
@@ -96,10 +100,11 @@ impl Loader<ReservationsOfPayment> for BookingLoader {
         &self,
         keys: &[ReservationsOfPayment],
     ) -> LoadResult<ReservationsOfPayment, Vec<ReservationRow>> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::reservations_of_payments(&mut conn, &uuids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = uuids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::reservations_of_payments(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(
             rows.into_iter()
                 .filter(|row| row.payment_id.is_some())

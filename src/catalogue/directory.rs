@@ -10,6 +10,8 @@ use tokio::sync::OnceCell;
 
 use bigdecimal::BigDecimal;
 use chrono::NaiveDateTime;
+use diesel_async::AsyncMysqlConnection;
+use futures_util::FutureExt;
 
 use super::model;
 use crate::db::{self, DbPool};
@@ -89,11 +91,14 @@ impl SeatDirectory {
 }
 
 async fn load(pool: &DbPool, date_id: u64) -> AppResult<Arc<DateFacts>> {
-    let mut conn = db::connect(pool).await?;
-    let date = model::find_date(&mut conn, date_id)
+    db::run(pool, move |conn| read_facts(conn, date_id).boxed()).await
+}
+
+async fn read_facts(conn: &mut AsyncMysqlConnection, date_id: u64) -> AppResult<Arc<DateFacts>> {
+    let date = model::find_date(conn, date_id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no concert date with id {date_id}")))?;
-    let seats = model::seats_of_dates(&mut conn, &[date_id]).await?;
+    let seats = model::seats_of_dates(conn, &[date_id]).await?;
     Ok(Arc::new(DateFacts {
         starts_at: date.starts_at,
         seats: seats

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use chrono::NaiveDateTime;
+use futures_util::FutureExt;
 
 use super::model::{self, ConcertDateRow, ConcertRow, SeatRow};
 use crate::db::{self, DbPool};
@@ -57,10 +58,11 @@ impl Loader<ConcertKey> for CatalogueLoader {
 
     #[tracing::instrument(name = "load_concerts", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[ConcertKey]) -> LoadResult<ConcertKey, ConcertRow> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::concerts_by_ids(&mut conn, &ids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::concerts_by_ids(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| (ConcertKey(row.id), row))
@@ -74,10 +76,11 @@ impl Loader<ConcertDateKey> for CatalogueLoader {
 
     #[tracing::instrument(name = "load_concert_dates", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[ConcertDateKey]) -> LoadResult<ConcertDateKey, ConcertDateRow> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::dates_by_ids(&mut conn, &ids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::dates_by_ids(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| (ConcertDateKey(row.id), row))
@@ -91,10 +94,11 @@ impl Loader<SeatKey> for CatalogueLoader {
 
     #[tracing::instrument(name = "load_seats", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[SeatKey]) -> LoadResult<SeatKey, SeatRow> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::seats_by_ids(&mut conn, &ids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::seats_by_ids(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(rows.into_iter().map(|row| (SeatKey(row.id), row)).collect())
     }
 }
@@ -108,10 +112,11 @@ impl Loader<DatesOfConcert> for CatalogueLoader {
         &self,
         keys: &[DatesOfConcert],
     ) -> LoadResult<DatesOfConcert, Vec<ConcertDateRow>> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::dates_of_concerts(&mut conn, &ids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::dates_of_concerts(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(rows, |row| DatesOfConcert(row.concert_id)))
     }
 }
@@ -122,10 +127,11 @@ impl Loader<SeatsOfDate> for CatalogueLoader {
 
     #[tracing::instrument(name = "load_seats_of_dates", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[SeatsOfDate]) -> LoadResult<SeatsOfDate, Vec<SeatRow>> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::seats_of_dates(&mut conn, &ids(keys, |k| k.0))
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::seats_of_dates(conn, &wanted).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(rows, |row| SeatsOfDate(row.concert_date_id)))
     }
 }
@@ -136,10 +142,12 @@ impl Loader<SeatCountsOfDate> for CatalogueLoader {
 
     #[tracing::instrument(name = "load_seat_counts", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[SeatCountsOfDate]) -> LoadResult<SeatCountsOfDate, SeatCounts> {
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::seat_counts_of_dates(&mut conn, &ids(keys, |k| k.0), self.now)
-            .await
-            .map_err(AppError::from)?;
+        let wanted = ids(keys, |k| k.0);
+        let now = self.now;
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::seat_counts_of_dates(conn, &wanted, now).await?) }.boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(date, total, holdable)| (SeatCountsOfDate(date), SeatCounts { total, holdable }))

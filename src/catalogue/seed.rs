@@ -6,6 +6,7 @@ use chrono::{Days, NaiveDateTime, NaiveTime};
 use diesel::prelude::*;
 use diesel::sql_types::Unsigned;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+use futures_util::FutureExt;
 
 use crate::db::schema::{concert_dates, concerts, seats};
 use crate::db::{self, DbPool};
@@ -52,15 +53,18 @@ fn price_of(number: i32) -> BigDecimal {
 /// Loads the demo catalogue when there is no concert yet. Returns whether it
 /// did. Several processes starting at once take turns through a named lock.
 pub async fn seed_if_empty(pool: &DbPool, now: NaiveDateTime) -> AppResult<bool> {
-    let mut conn = db::connect(pool).await?;
+    db::run(pool, move |conn| seed_on(conn, now).boxed()).await
+}
+
+async fn seed_on(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -> AppResult<bool> {
     let got = diesel::select(diesel::dsl::sql::<
         diesel::sql_types::Nullable<diesel::sql_types::Integer>,
     >("GET_LOCK('ticket_reservation.seed', 30)"))
-    .get_result(&mut conn)
+    .get_result(conn)
     .await?;
     db::named_lock_taken("ticket_reservation.seed", got)?;
     let seeded = async {
-        let concerts_so_far: i64 = concerts::table.count().get_result(&mut conn).await?;
+        let concerts_so_far: i64 = concerts::table.count().get_result(conn).await?;
         if concerts_so_far > 0 {
             return Ok(false);
         }
@@ -75,7 +79,7 @@ pub async fn seed_if_empty(pool: &DbPool, now: NaiveDateTime) -> AppResult<bool>
     }
     .await;
     diesel::sql_query("SELECT RELEASE_LOCK('ticket_reservation.seed')")
-        .execute(&mut conn)
+        .execute(conn)
         .await?;
     seeded
 }

@@ -1,6 +1,7 @@
 //! The catalogue's rules: what is on sale and what can be held now.
 
 use chrono::NaiveDateTime;
+use futures_util::FutureExt;
 
 use super::model::{self, ConcertDateRow, ConcertRow, SeatRow};
 use crate::db::{self, DbPool};
@@ -18,8 +19,10 @@ pub fn parse_id(id: &str, argument: &str) -> AppResult<u64> {
 }
 
 pub async fn concerts_on_sale(pool: &DbPool, now: NaiveDateTime) -> AppResult<Vec<ConcertRow>> {
-    let mut conn = db::connect(pool).await?;
-    Ok(model::concerts_on_sale(&mut conn, now).await?)
+    db::run(pool, move |conn| {
+        async move { Ok(model::concerts_on_sale(conn, now).await?) }.boxed()
+    })
+    .await
 }
 
 pub async fn available_dates(
@@ -27,13 +30,18 @@ pub async fn available_dates(
     concert_id: u64,
     now: NaiveDateTime,
 ) -> AppResult<Vec<ConcertDateRow>> {
-    let mut conn = db::connect(pool).await?;
-    if !model::concert_exists(&mut conn, concert_id).await? {
-        return Err(AppError::not_found(format!(
-            "no concert with id {concert_id}"
-        )));
-    }
-    Ok(model::available_dates(&mut conn, concert_id, now).await?)
+    db::run(pool, move |conn| {
+        async move {
+            if !model::concert_exists(conn, concert_id).await? {
+                return Err(AppError::not_found(format!(
+                    "no concert with id {concert_id}"
+                )));
+            }
+            Ok(model::available_dates(conn, concert_id, now).await?)
+        }
+        .boxed()
+    })
+    .await
 }
 
 /// Seats that can be held now; none once the date has begun.
@@ -42,12 +50,17 @@ pub async fn available_seats(
     date_id: u64,
     now: NaiveDateTime,
 ) -> AppResult<Vec<SeatRow>> {
-    let mut conn = db::connect(pool).await?;
-    let date = model::find_date(&mut conn, date_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("no concert date with id {date_id}")))?;
-    if date.starts_at <= now {
-        return Ok(Vec::new());
-    }
-    Ok(model::available_seats(&mut conn, date_id, now).await?)
+    db::run(pool, move |conn| {
+        async move {
+            let date = model::find_date(conn, date_id)
+                .await?
+                .ok_or_else(|| AppError::not_found(format!("no concert date with id {date_id}")))?;
+            if date.starts_at <= now {
+                return Ok(Vec::new());
+            }
+            Ok(model::available_seats(conn, date_id, now).await?)
+        }
+        .boxed()
+    })
+    .await
 }

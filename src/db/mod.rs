@@ -5,10 +5,13 @@ mod prepared;
 pub mod schema;
 mod types;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{Manager, Metrics, Object, Pool, QueueMode, RecycleError, RecycleResult};
+use diesel::result::QueryResult;
+use diesel::sql_types::Text;
 use diesel::{Connection, ConnectionError, RunQueryDsl as _};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::{
@@ -17,6 +20,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
 pub use monitor::DbMonitor;
 pub use prepared::Prepared;
@@ -29,14 +33,12 @@ pub type DbConn = Object<CheckedManager>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// Session settings every pooled connection starts with. READ COMMITTED
-/// because every rule here is enforced by conditional writes and row locks,
-/// not by snapshots, and it keeps InnoDB from taking gap locks on hot paths.
-/// A short lock wait turns an unexpected lock convoy into an error, not a hang.
-const SESSION_SETUP: [&str; 2] = [
-    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-    "SET SESSION innodb_lock_wait_timeout = 10",
-];
+/// How long a pooled session may sit idle inside an open transaction before
+/// the database ends the session and rolls the transaction back. Every
+/// transaction here sends its statements back to back; one idle for
+/// seconds belongs to a process that froze or lost its network, and its
+/// locks (the line's counters above all) must not stop everyone else.
+pub const IDLE_TRANSACTION_SECONDS: u32 = 5;
 
 /// How long a request waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -48,16 +50,74 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// handed out far more often, so hot paths never pay the ping.
 pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
-pub fn build_pool(database_url: &str, size: u32, monitor: Arc<DbMonitor>) -> AppResult<DbPool> {
-    build_pool_pinging_after(database_url, size, monitor, IDLE_BEFORE_PING)
+/// The shape of a pool and of its sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub size: u32,
+    /// How long a statement waits for a row lock before it fails.
+    pub lock_wait_seconds: u32,
+    /// Connections idle longer than this are pinged before reuse.
+    pub idle_before_ping: Duration,
 }
 
-/// `build_pool`, pinging connections idle longer than `idle_before_ping`.
-pub fn build_pool_pinging_after(
+impl PoolOptions {
+    /// Requests: a hold or a payment queues behind a winner's commit for
+    /// milliseconds; the lock wait only turns an unexpected convoy into an
+    /// error rather than a hang.
+    pub fn requests(size: u32) -> Self {
+        Self {
+            size,
+            lock_wait_seconds: 10,
+            idle_before_ping: IDLE_BEFORE_PING,
+        }
+    }
+
+    /// Background loops: a turn that waits on a lock gives up quickly,
+    /// since the next turn comes within a second anyway.
+    pub fn jobs() -> Self {
+        Self {
+            size: 2,
+            lock_wait_seconds: 2,
+            idle_before_ping: IDLE_BEFORE_PING,
+        }
+    }
+}
+
+/// Session settings every pooled connection starts with. READ COMMITTED
+/// because every rule here is enforced by conditional writes and row locks,
+/// not by snapshots, and it keeps InnoDB from taking gap locks on hot paths.
+async fn set_up_session(
+    conn: &mut AsyncMysqlConnection,
+    lock_wait_seconds: u32,
+) -> QueryResult<()> {
+    conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    conn.batch_execute(&format!(
+        "SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}"
+    ))
+    .await?;
+    let version: String = diesel_async::RunQueryDsl::get_result(
+        diesel::select(diesel::dsl::sql::<Text>("VERSION()")),
+        conn,
+    )
+    .await?;
+    // MySQL has no bound on idle transactions alone; its bound on idle
+    // sessions is the nearest (the pool pings sessions idle half as long).
+    conn.batch_execute(&if version.contains("MariaDB") {
+        format!("SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_SECONDS}")
+    } else {
+        format!(
+            "SET SESSION wait_timeout = {}",
+            2 * IDLE_BEFORE_PING.as_secs()
+        )
+    })
+    .await
+}
+
+pub fn build_pool(
     database_url: &str,
-    size: u32,
+    options: PoolOptions,
     monitor: Arc<DbMonitor>,
-    idle_before_ping: Duration,
 ) -> AppResult<DbPool> {
     let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
     // Only a broken transaction state is checked here; `CheckedManager`
@@ -68,11 +128,9 @@ pub fn build_pool_pinging_after(
         let monitor = Arc::clone(&setup_monitor);
         async move {
             let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
-            for statement in SESSION_SETUP {
-                conn.batch_execute(statement)
-                    .await
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            }
+            set_up_session(&mut conn, options.lock_wait_seconds)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(monitor.instrumentation());
             Ok(conn)
         }
@@ -81,14 +139,14 @@ pub fn build_pool_pinging_after(
     let manager = CheckedManager {
         inner: AsyncDieselConnectionManager::new_with_config(database_url, config),
         monitor,
-        idle_before_ping,
+        idle_before_ping: options.idle_before_ping,
     };
     Pool::builder(manager)
         // The most recently returned connection goes out first, so light
         // traffic keeps reusing a few fresh ones (no ping) and only the
         // rarely needed rest ages past `idle_before_ping`.
         .queue_mode(QueueMode::Lifo)
-        .max_size(size as usize)
+        .max_size(options.size as usize)
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(POOL_WAIT))
         .runtime(deadpool::Runtime::Tokio1)
@@ -129,17 +187,58 @@ impl Manager for CheckedManager {
     }
 }
 
-pub async fn connect(pool: &DbPool) -> AppResult<DbConn> {
+async fn connect(pool: &DbPool) -> AppResult<DbConn> {
     pool.get()
         .await
         .map_err(|e| AppError::internal(format!("no database connection: {e}")))
 }
 
+/// Work to do on one pooled connection: `move |conn| async move { .. }.boxed()`.
+pub trait DbWork<T>:
+    for<'c> FnOnce(&'c mut AsyncMysqlConnection) -> BoxFuture<'c, AppResult<T>> + Send + 'static
+{
+}
+
+impl<T, F> DbWork<T> for F where
+    F: for<'c> FnOnce(&'c mut AsyncMysqlConnection) -> BoxFuture<'c, AppResult<T>> + Send + 'static
+{
+}
+
+/// Runs `work` on a pooled connection, on a task of its own, and answers
+/// what it returned. The only way to a pooled connection.
+///
+/// A request's future is dropped at whatever await it stands when its
+/// client hangs up. Dropped halfway, a statement leaves its connection with
+/// half a packet sent or an answer unread, and a transaction stays open
+/// with its locks: the pool would hand that connection to the next request,
+/// which would read the previous one's answer. On its own task the work
+/// always runs to the end (statement read whole, transaction committed or
+/// rolled back) whoever still waits for it; a connection whose work
+/// panicked is taken out of the pool instead of going back.
+pub async fn run<T: Send + 'static>(pool: &DbPool, work: impl DbWork<T>) -> AppResult<T> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut conn = connect(&pool).await?;
+        let outcome = AssertUnwindSafe(work(&mut conn)).catch_unwind().await;
+        outcome.unwrap_or_else(|_| {
+            drop(Object::take(conn));
+            Err(AppError::internal("database work panicked"))
+        })
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
 /// Answers whether the database takes a query now (for `/readyz`).
 pub async fn ping(pool: &DbPool) -> AppResult<()> {
-    let mut conn = connect(pool).await?;
-    diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn).await?;
-    Ok(())
+    run(pool, |conn| {
+        async move {
+            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn).await?;
+            Ok(())
+        }
+        .boxed()
+    })
+    .await
 }
 
 /// The database name of a `mysql://` URL, checked to be a plain identifier

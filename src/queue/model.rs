@@ -97,6 +97,20 @@ pub async fn lock_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<Queue
         .await
 }
 
+/// `lock_counters`, or `None` at once when another session holds the lock.
+pub async fn lock_counters_unless_taken(
+    conn: &mut AsyncMysqlConnection,
+) -> QueryResult<Option<QueueCounters>> {
+    queue_state::table
+        .find(STATE_ROW)
+        .select(QueueCounters::as_select())
+        .for_update()
+        .skip_locked()
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn read_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<QueueCounters> {
     queue_state::table
         .find(STATE_ROW)

@@ -273,7 +273,7 @@ fn spawn_lookups(pool: DbPool) -> Batcher<Lookup, LookupAnswer> {
                 .filter(|lookup| lookup.with_row)
                 .map(|lookup| lookup.seq)
                 .collect();
-            match service::lookup_batch(&pool, &rows_wanted).await {
+            match service::lookup_batch(&pool, rows_wanted).await {
                 // One token may be asked about several times in one batch.
                 Ok((counters, rows)) => asked
                     .iter()
@@ -293,14 +293,15 @@ fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<Uuid, IssueAns
     Batcher::spawn(MAX_BATCH, move |users: Vec<Uuid>| {
         let pool = pool.clone();
         async move {
-            match service::issue_batch(&pool, settings, &users).await {
+            let asked = users.len();
+            match service::issue_batch(&pool, settings, users).await {
                 Ok(answers) => answers
                     .into_iter()
                     .map(|answer| answer.map_err(|e| IssueFailure::UnknownUser(e.public_message())))
                     .collect(),
                 Err(error) => {
                     tracing::error!(error = %error.detail(), "token issue batch failed");
-                    vec![Err(IssueFailure::Failed(error.detail())); users.len()]
+                    vec![Err(IssueFailure::Failed(error.detail())); asked]
                 }
             }
         }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 use diesel_async::AsyncMysqlConnection;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::model::{self, QueueCounters, TokenRow, TokenStatus};
@@ -61,12 +62,17 @@ impl TokenState {
 pub async fn issue_batch(
     pool: &DbPool,
     settings: QueueSettings,
-    user_ids: &[Uuid],
+    user_ids: Vec<Uuid>,
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
-    let mut conn = db::connect(pool).await?;
-    crate::transaction_with_retry!(conn, |conn| {
-        issue_in_transaction(conn, settings, user_ids).await
+    db::run(pool, move |conn| {
+        async move {
+            crate::transaction_with_retry!(conn, |conn| {
+                issue_in_transaction(conn, settings, &user_ids).await
+            })
+        }
+        .boxed()
     })
+    .await
 }
 
 async fn issue_in_transaction(
@@ -197,10 +203,16 @@ async fn admit_next(
 /// depend on how long the line is.
 pub async fn lookup_batch(
     pool: &DbPool,
-    seqs: &[u64],
+    seqs: Vec<u64>,
 ) -> AppResult<(QueueCounters, HashMap<u64, TokenRow>)> {
-    let mut conn = db::connect(pool).await?;
-    let counters = model::read_counters(&mut conn).await?;
+    db::run(pool, move |conn| lookup_on(conn, seqs).boxed()).await
+}
+
+async fn lookup_on(
+    conn: &mut AsyncMysqlConnection,
+    seqs: Vec<u64>,
+) -> AppResult<(QueueCounters, HashMap<u64, TokenRow>)> {
+    let counters = model::read_counters(conn).await?;
     let admitted: std::collections::BTreeSet<u64> = seqs
         .iter()
         .copied()
@@ -210,7 +222,7 @@ pub async fn lookup_batch(
         Vec::new()
     } else {
         let admitted: Vec<u64> = admitted.into_iter().collect();
-        model::tokens_by_seq(&mut conn, &admitted).await?
+        model::tokens_by_seq(conn, &admitted).await?
     };
     Ok((
         counters,
@@ -221,22 +233,35 @@ pub async fn lookup_batch(
 /// One turn of the admission loop: rewrite lapsed tokens, then admit the
 /// earliest WAITING tokens into the free slots. The counters row lock makes
 /// concurrent turns from several processes take turns, so the limit and the
-/// order hold across processes.
-pub async fn admit_waiting(pool: &DbPool, settings: QueueSettings) -> AppResult<AdmissionTurn> {
-    let mut conn = db::connect(pool).await?;
-    crate::transaction_with_retry!(conn, |conn| {
-        let before = model::lock_counters(conn).await?;
-        let now = clock::now();
-        model::expire_lapsed_tokens(conn, now).await?;
-        let after = admit_next(conn, settings, before, now).await?;
-        if after != before {
-            model::save_counters(conn, after).await?;
+/// order hold across processes. A turn that finds the lock taken does not
+/// wait for it (`None`): the holder is admitting or issuing right now, and
+/// if it froze while holding the lock, waiting would freeze this process's
+/// line with it; the next turn comes within half an interval.
+pub async fn admit_waiting(
+    pool: &DbPool,
+    settings: QueueSettings,
+) -> AppResult<Option<AdmissionTurn>> {
+    db::run(pool, move |conn| {
+        async move {
+            crate::transaction_with_retry!(conn, |conn| {
+                let Some(before) = model::lock_counters_unless_taken(conn).await? else {
+                    return Ok(None);
+                };
+                let now = clock::now();
+                model::expire_lapsed_tokens(conn, now).await?;
+                let after = admit_next(conn, settings, before, now).await?;
+                if after != before {
+                    model::save_counters(conn, after).await?;
+                }
+                Ok(Some(AdmissionTurn {
+                    counters: after,
+                    admitted: after.admitted_through_seq - before.admitted_through_seq,
+                }))
+            })
         }
-        Ok(AdmissionTurn {
-            counters: after,
-            admitted: after.admitted_through_seq - before.admitted_through_seq,
-        })
+        .boxed()
     })
+    .await
 }
 
 /// What one admission turn saw and did.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::model::{self, BalanceEntryRow};
@@ -35,10 +36,10 @@ impl Loader<EntriesOfUser> for WalletLoader {
         keys: &[EntriesOfUser],
     ) -> Result<HashMap<EntriesOfUser, Vec<BalanceEntryRow>>, Self::Error> {
         let users: Vec<DbUuid> = keys.iter().map(|key| DbUuid(key.0)).collect();
-        let mut conn = db::connect(&self.pool).await?;
-        let rows = model::entries_of_users(&mut conn, &users)
-            .await
-            .map_err(AppError::from)?;
+        let rows = db::run(&self.pool, move |conn| {
+            async move { Ok(model::entries_of_users(conn, &users).await?) }.boxed()
+        })
+        .await?;
         Ok(group_by(rows, |row| EntriesOfUser(row.user_id.0)))
     }
 }

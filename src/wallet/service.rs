@@ -3,6 +3,7 @@
 
 use chrono::NaiveDateTime;
 use diesel_async::AsyncMysqlConnection;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::model::{self, EntryKind, KeyScope, UserRow};
@@ -53,14 +54,21 @@ pub async fn register(pool: &DbPool, name: &str, now: NaiveDateTime) -> AppResul
         balance: Money::zero().into_decimal(),
         created_at: now,
     };
-    let mut conn = db::connect(pool).await?;
-    model::insert_user(&mut conn, &user).await?;
-    Ok(user)
+    db::run(pool, move |conn| {
+        async move {
+            model::insert_user(conn, &user).await?;
+            Ok(user)
+        }
+        .boxed()
+    })
+    .await
 }
 
 pub async fn find(pool: &DbPool, id: Uuid) -> AppResult<Option<UserRow>> {
-    let mut conn = db::connect(pool).await?;
-    Ok(model::find_user(&mut conn, DbUuid(id)).await?)
+    db::run(pool, move |conn| {
+        async move { Ok(model::find_user(conn, DbUuid(id)).await?) }.boxed()
+    })
+    .await
 }
 
 /// `chargeBalance`: adds `amount` once per idempotency key and answers the
@@ -78,10 +86,20 @@ pub async fn charge(
         )));
     }
     let key = valid_key(key)?;
-    let user = DbUuid(user_id);
-    let mut conn = db::connect(pool).await?;
+    db::run(pool, move |conn| {
+        charge_once(conn, DbUuid(user_id), amount, key).boxed()
+    })
+    .await
+}
+
+async fn charge_once(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    amount: Money,
+    key: Option<String>,
+) -> AppResult<UserRow> {
     let repeated = match key.as_deref() {
-        Some(key) => model::key_used(&mut conn, user, KeyScope::Charge, key).await?,
+        Some(key) => model::key_used(conn, user, KeyScope::Charge, key).await?,
         None => false,
     };
     if !repeated {
@@ -92,7 +110,7 @@ pub async fn charge(
         // (the cap it filled, the key it took): then answer as it left things.
         if let Err(refused) = charged {
             let replay = match key.as_deref() {
-                Some(key) => model::key_used(&mut conn, user, KeyScope::Charge, key).await?,
+                Some(key) => model::key_used(conn, user, KeyScope::Charge, key).await?,
                 None => false,
             };
             if !replay {
@@ -100,9 +118,9 @@ pub async fn charge(
             }
         }
     }
-    model::find_user(&mut conn, user)
+    model::find_user(conn, user)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("no user with id {user_id}")))
+        .ok_or_else(|| AppError::not_found(format!("no user with id {}", user.0)))
 }
 
 /// Credits the balance (locking the user's row first), records the entry,

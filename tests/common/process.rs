@@ -91,6 +91,18 @@ impl ServerProcess {
         ([127, 0, 0, 1], self.port).into()
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -{name} {pid}"
+        );
+    }
+
     /// Sends SIGTERM and waits for the process to end.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();

@@ -2,6 +2,7 @@
 
 use chrono::NaiveDateTime;
 use diesel_async::AsyncMysqlConnection;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::{BookingSettings, MAX_SEAT, MIN_SEAT};
@@ -39,7 +40,22 @@ pub async fn hold_seat(
     if seat.starts_at <= clock::now() {
         return Err(AppError::SeatUnavailable("this date has already begun"));
     }
-    let mut conn = db::connect(pool).await?;
+    let token = *token;
+    db::run(pool, move |conn| {
+        hold_on(conn, token, seat, settings).boxed()
+    })
+    .await
+}
+
+/// Takes the token's hold slot, then the seat, then records the hold; a
+/// refusal is explained once the transaction has rolled back.
+async fn hold_on(
+    conn: &mut AsyncMysqlConnection,
+    token: TokenClaims,
+    seat: SeatFacts,
+    settings: BookingSettings,
+) -> AppResult<ReservationRow> {
+    let token = &token;
     let held = crate::transaction_with_retry!(conn, |conn| {
         // The clock is read in each attempt, after the connection is ours.
         let reservation = new_hold(token, &seat, settings, clock::now());
@@ -58,7 +74,7 @@ pub async fn hold_seat(
     });
     match held {
         Err(refused @ (AppError::HoldLimit { .. } | AppError::SeatUnavailable(_))) => {
-            explain_refused_hold(&mut conn, token, seat.seat_id, refused).await
+            explain_refused_hold(conn, token, seat.seat_id, refused).await
         }
         other => other,
     }

@@ -4,6 +4,7 @@ mod hold;
 mod pay;
 
 use chrono::NaiveDateTime;
+use futures_util::FutureExt;
 
 pub use hold::hold_seat;
 pub use pay::{is_retry, parse_reservation_ids, pay};
@@ -28,8 +29,13 @@ pub struct BookingSettings {
 /// it at once. (The holders' tokens ended at the lapse already; the
 /// admission loop rewrites them.)
 pub async fn sweep_lapsed_holds(pool: &DbPool, now: NaiveDateTime) -> AppResult<(usize, usize)> {
-    let mut conn = db::connect(pool).await?;
-    let expired = model::expire_lapsed_reservations(&mut conn, now).await?;
-    let released = model::release_lapsed_seats(&mut conn, now).await?;
-    Ok((expired, released))
+    db::run(pool, move |conn| {
+        async move {
+            let expired = model::expire_lapsed_reservations(conn, now).await?;
+            let released = model::release_lapsed_seats(conn, now).await?;
+            Ok((expired, released))
+        }
+        .boxed()
+    })
+    .await
 }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
 use diesel_async::AsyncMysqlConnection;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::MAX_RESERVATIONS_PER_PAYMENT;
@@ -44,13 +45,25 @@ pub fn parse_reservation_ids(ids: &[String]) -> AppResult<Vec<DbUuid>> {
 pub async fn pay(
     pool: &DbPool,
     token: &TokenClaims,
+    ids: Vec<DbUuid>,
+    key: Option<String>,
+) -> AppResult<PaymentRow> {
+    let token = *token;
+    db::run(pool, move |conn| {
+        async move { pay_once(conn, &token, &ids, key.as_deref()).await }.boxed()
+    })
+    .await
+}
+
+async fn pay_once(
+    conn: &mut AsyncMysqlConnection,
+    token: &TokenClaims,
     ids: &[DbUuid],
     key: Option<&str>,
 ) -> AppResult<PaymentRow> {
     let payer = DbUuid(token.user_id);
-    let mut conn = db::connect(pool).await?;
     if let Some(key) = key
-        && let Some(payment) = replayed_payment(&mut conn, payer, key).await?
+        && let Some(payment) = replayed_payment(conn, payer, key).await?
     {
         return Ok(payment);
     }
@@ -74,7 +87,7 @@ pub async fn pay(
     match (paid, key) {
         // A refusal may be the trace of a concurrent call with this key
         // (it paid these holds, ended this token): answer its payment.
-        (Err(refused), Some(key)) => match replayed_payment(&mut conn, payer, key).await? {
+        (Err(refused), Some(key)) => match replayed_payment(conn, payer, key).await? {
             Some(payment) => Ok(payment),
             None => Err(refused),
         },
@@ -85,9 +98,15 @@ pub async fn pay(
 /// Whether `key` is one the user already paid with: its retry is answered
 /// whatever the bearer's token is now, a new one still in line included.
 pub async fn is_retry(pool: &DbPool, user_id: Uuid, key: &str) -> AppResult<bool> {
-    let mut conn = db::connect(pool).await?;
-    let paid = wallet::model::payment_of_key(&mut conn, DbUuid(user_id), key).await?;
-    Ok(matches!(paid, Some(Some(_))))
+    let key = key.to_owned();
+    db::run(pool, move |conn| {
+        async move {
+            let paid = wallet::model::payment_of_key(conn, DbUuid(user_id), &key).await?;
+            Ok(matches!(paid, Some(Some(_))))
+        }
+        .boxed()
+    })
+    .await
 }
 
 async fn replayed_payment(
