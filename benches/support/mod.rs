@@ -81,9 +81,17 @@ pub struct ServerProcess {
     pub port: u16,
 }
 
+/// The server this bench drives: the one built with it, or the binary that
+/// `BENCH_SERVER_BIN` names, to compare another build side by side with the
+/// same load generator (e.g. the commit before a change).
+fn server_binary() -> String {
+    std::env::var("BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ticket-reservation").to_owned())
+}
+
 impl ServerProcess {
     pub fn start(database_url: &str, settings: &[(&str, &str)]) -> BenchResult<Self> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ticket-reservation"));
+        let mut command = Command::new(server_binary());
         command
             .arg("serve")
             .env("DATABASE_URL", database_url)
