@@ -2,6 +2,7 @@
 //! admission takes the line's counters row lock, and the sweep's writes are
 //! conditional and idempotent.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -15,13 +16,51 @@ use crate::{booking, clock, queue};
 /// since the holders' tokens ended with their holds.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a loop that panicked waits before it starts again.
+const RESTART_PAUSE: Duration = Duration::from_millis(100);
+
 /// Starts the loops; they end when `state.lifecycle.stop` is cancelled.
+/// Each runs under a supervisor that starts it again if it panics: a dead
+/// admission loop would freeze this process's line.
 pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
-    let stop = &state.lifecycle.stop;
+    spawn_until(state, &state.lifecycle.stop)
+}
+
+/// `spawn`, with the loops ending when `stop` is cancelled.
+pub fn spawn_until(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    state.queue.heartbeat.beat();
+    let (admitting, sweeping) = (state.clone(), state.clone());
     vec![
-        tokio::spawn(admission_loop(state.clone(), stop.clone())),
-        tokio::spawn(sweep_loop(state.clone(), stop.clone())),
+        supervise("admission", stop.clone(), move |stop| {
+            admission_loop(admitting.clone(), stop)
+        }),
+        supervise("hold sweep", stop.clone(), move |stop| {
+            sweep_loop(sweeping.clone(), stop)
+        }),
     ]
+}
+
+/// Runs the loop that `start` makes on a task of its own, and starts it
+/// again whenever it panics (logging each panic once), until `stop`.
+pub fn supervise<F, Fut>(name: &'static str, stop: CancellationToken, start: F) -> JoinHandle<()>
+where
+    F: Fn(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(start(stop.clone())).await {
+                Err(ended) if ended.is_panic() => {
+                    tracing::error!(job = name, "background loop panicked; starting it again");
+                }
+                _ => return,
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(RESTART_PAUSE) => {}
+            }
+        }
+    })
 }
 
 /// Admits the earliest WAITING tokens into free slots and publishes the
@@ -42,6 +81,7 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
         }
         match queue::service::admit_waiting(&state.jobs_pool, state.queue.settings).await {
             Ok(Some(turn)) => {
+                state.queue.heartbeat.beat();
                 state
                     .queue
                     .admission_turns
@@ -53,7 +93,7 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
                 state.queue.publish(turn.counters);
             }
             // Another process holds the line right now: its turn admits.
-            Ok(None) => {}
+            Ok(None) => state.queue.heartbeat.beat(),
             Err(error) => tracing::error!(error = %error.detail(), "admission turn failed"),
         }
     }
@@ -76,5 +116,35 @@ async fn sweep_loop(state: AppState, stop: CancellationToken) {
             Ok(_) => {}
             Err(error) => tracing::error!(error = %error.detail(), "hold sweep failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_that_panics_is_started_again_until_stopped() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let counted = Arc::clone(&starts);
+        let supervisor = supervise("test", stop.clone(), move |stop| {
+            let start = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if start < 2 {
+                    panic!("loop failure {start}");
+                }
+                stop.cancelled().await;
+            }
+        });
+        while starts.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        assert!(supervisor.await.is_ok(), "the supervisor ends cleanly");
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
     }
 }

@@ -101,6 +101,35 @@ impl CuttableProxy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_the_admission_loop_stops_turning() {
+    let server = TestServer::with_jobs(|config| config.admit_interval_ms = 100).await;
+    let readyz = || async {
+        server
+            .http
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(readyz().await, 200, "turning every 50 ms or so");
+    // The loops die (as after a fault nobody restarted): within five
+    // intervals of the last turn the process says it is not ready.
+    server.jobs_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(readyz().await, 503);
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "the process itself is up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_database_and_health_does_not() {
     let db = common::TestDb::new().await;
     let real = url::Url::parse(&db.url).unwrap();

@@ -209,7 +209,19 @@ async fn users_are_registered_with_trimmed_names_and_found_by_id() {
     let id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(id.get_version_num(), 4, "ids are random");
 
-    for name in ["", "   ", &"x".repeat(51)] {
+    let invisible = [
+        "Ada\u{0}",
+        "Ada\nLovelace",
+        "\u{1b}[31mAda",
+        "\u{200B}\u{200B}",
+        "\u{2060} \u{FEFF}",
+        "\u{3164}",
+        "\u{202E}\u{00AD}",
+    ];
+    let too_long = "x".repeat(51);
+    let mut refused = vec!["", "   ", &too_long];
+    refused.extend(invisible);
+    for name in refused {
         server
             .gql(
                 "mutation($n: String!) { registerUser(name: $n) { id } }",
@@ -219,6 +231,20 @@ async fn users_are_registered_with_trimmed_names_and_found_by_id() {
             .await
             .expect_code("INVALID_INPUT");
     }
+    assert_eq!(
+        sql_number(&server.db, "SELECT COUNT(*) FROM users").await,
+        1,
+        "only Ada was registered"
+    );
+    // Visible text in any script, with a joiner inside, is a name.
+    server
+        .gql(
+            "mutation($n: String!) { registerUser(name: $n) { name } }",
+            json!({"n": "👩\u{200D}🎤 Zoë"}),
+            None,
+        )
+        .await
+        .data("registerUser");
     let fifty_wide = "가".repeat(50);
     server
         .gql(
@@ -248,7 +274,8 @@ async fn users_are_registered_with_trimmed_names_and_found_by_id() {
         .expect_code("INVALID_INPUT");
     assert_eq!(
         sql_number(&server.db, "SELECT COUNT(*) FROM users").await,
-        2
+        3,
+        "Ada, the joiner name and the fifty-wide one"
     );
 }
 

@@ -8,7 +8,7 @@ use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use crate::catalogue::model::{SeatStatus, holdable_at};
 use crate::db::schema::{payments, reservations, seats};
-use crate::db::{DbUuid, Prepared};
+use crate::db::{DbUuid, Prepared, padded};
 use crate::text_enum;
 
 #[derive(
@@ -132,7 +132,7 @@ pub async fn lock_reservations(
 ) -> QueryResult<Vec<ReservationRow>> {
     Prepared(
         reservations::table
-            .filter(reservations::id.eq_any(ids))
+            .filter(reservations::id.eq_any(padded(ids)))
             .order(reservations::id)
             .select(ReservationRow::as_select())
             .for_update(),
@@ -152,9 +152,9 @@ pub async fn sell_seats(
     Prepared(
         diesel::update(
             seats::table
-                .filter(seats::id.eq_any(seat_ids))
+                .filter(seats::id.eq_any(padded(seat_ids)))
                 .filter(seats::status.eq(SeatStatus::Held))
-                .filter(seats::held_by_reservation_id.eq_any(holds))
+                .filter(seats::held_by_reservation_id.eq_any(padded(holds)))
                 .filter(seats::held_until.gt(now)),
         )
         .set((
@@ -184,7 +184,7 @@ pub async fn mark_paid(
     payment: DbUuid,
 ) -> QueryResult<usize> {
     Prepared(
-        diesel::update(reservations::table.filter(reservations::id.eq_any(ids))).set((
+        diesel::update(reservations::table.filter(reservations::id.eq_any(padded(ids)))).set((
             reservations::status.eq(ReservationStatus::Paid),
             reservations::payment_id.eq(Some(payment)),
         )),

@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 pub use monitor::DbMonitor;
-pub use prepared::Prepared;
+pub use prepared::{Prepared, padded};
 pub use types::DbUuid;
 
 use crate::error::{AppError, AppResult};

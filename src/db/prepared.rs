@@ -6,8 +6,9 @@
 //! and closes them each time: three round trips' worth of work for one. The
 //! statement cache can key a statement by its SQL text instead, which is
 //! safe whatever the statement renders to; `Prepared` asks for that. Wrap
-//! only statements with few shapes (an `IN` list of 1 to 50 ids is 50), as
-//! each shape stays prepared for the connection's life.
+//! only statements with few shapes, as each shape stays prepared for the
+//! connection's life (and MySQL bounds them server-wide by
+//! `max_prepared_stmt_count`): give an `IN` list through `padded`.
 
 use diesel::mysql::Mysql;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -35,4 +36,38 @@ impl<Q> QueryId for Prepared<Q> {
 
 impl<Q: Query> Query for Prepared<Q> {
     type SqlType = Q::SqlType;
+}
+
+/// `ids` padded with copies of its last id to the next of 1, 2, 4, ... 64
+/// items, so that a prepared statement taking an `IN` list has at most seven
+/// shapes rather than one per length. A repeated id changes nothing an `IN`
+/// matches.
+pub fn padded<T: Clone>(ids: &[T]) -> Vec<T> {
+    let mut padded = ids.to_vec();
+    if let Some(last) = ids.last() {
+        padded.resize(ids.len().next_power_of_two(), last.clone());
+    }
+    padded
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn lists_of_1_to_50_ids_take_seven_shapes_and_keep_their_ids() {
+        let shapes: BTreeSet<usize> = (1..=50u64)
+            .map(|n| {
+                let ids: Vec<u64> = (1..=n).collect();
+                let list = padded(&ids);
+                let distinct: BTreeSet<u64> = list.iter().copied().collect();
+                assert_eq!(distinct, ids.iter().copied().collect(), "{n} ids");
+                list.len()
+            })
+            .collect();
+        assert_eq!(shapes, BTreeSet::from([1, 2, 4, 8, 16, 32, 64]));
+        assert!(padded::<u64>(&[]).is_empty());
+    }
 }

@@ -9,15 +9,16 @@
 //! a mutation with several root fields, where the earlier fields would run:
 //! such documents are validated every time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_graphql::ValidationResult;
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
+use quick_cache::sync::Cache;
 
 /// Longer queries are parsed every time; they are not the hot ones.
 const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
-/// Distinct queries kept; when full the cache starts over.
+/// Distinct queries kept. The cache evicts the queries seen least, so a
+/// client sending endless distinct texts cannot push out the hot ones.
 const MAX_DOCUMENTS: usize = 512;
 
 #[derive(Clone)]
@@ -28,9 +29,16 @@ struct Known {
     may_skip_validation: bool,
 }
 
-#[derive(Default)]
 pub struct DocumentCache {
-    known: Mutex<HashMap<Arc<str>, Known>>,
+    known: Cache<Arc<str>, Known>,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self {
+            known: Cache::new(MAX_DOCUMENTS),
+        }
+    }
 }
 
 impl DocumentCache {
@@ -39,37 +47,29 @@ impl DocumentCache {
     }
 
     pub fn document(&self, query: &str) -> Option<ExecutableDocument> {
-        let known = self.known.lock().ok()?;
-        known.get(query).map(|entry| entry.document.clone())
+        self.known.get(query).map(|entry| entry.document)
     }
 
     pub fn remember(&self, query: &str, document: &ExecutableDocument) {
-        if let Ok(mut known) = self.known.lock() {
-            if known.len() >= MAX_DOCUMENTS {
-                known.clear();
-            }
-            known.insert(
-                Arc::from(query),
-                Known {
-                    document: document.clone(),
-                    validated: None,
-                    may_skip_validation: !runs_several_mutations(document),
-                },
-            );
-        }
+        self.known.insert(
+            Arc::from(query),
+            Known {
+                document: document.clone(),
+                validated: None,
+                may_skip_validation: !runs_several_mutations(document),
+            },
+        );
     }
 
     pub fn validation(&self, query: &str) -> Option<ValidationResult> {
-        let known = self.known.lock().ok()?;
-        let entry = known.get(query)?;
+        let entry = self.known.get(query)?;
         entry.validated.filter(|_| entry.may_skip_validation)
     }
 
     pub fn remember_validation(&self, query: &str, result: ValidationResult) {
-        if let Ok(mut known) = self.known.lock()
-            && let Some(entry) = known.get_mut(query)
-        {
+        if let Some(mut entry) = self.known.get(query) {
             entry.validated = Some(result);
+            self.known.insert(Arc::from(query), entry);
         }
     }
 }
@@ -82,4 +82,34 @@ fn runs_several_mutations(document: &ExecutableDocument) -> bool {
         operation.node.ty == OperationType::Mutation
             && !matches!(roots.as_slice(), [root] if matches!(root.node, Selection::Field(_)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(query: &str) -> Option<ExecutableDocument> {
+        async_graphql::parser::parse_query(query).ok()
+    }
+
+    #[test]
+    fn a_flood_of_distinct_queries_does_not_push_out_the_hot_one() {
+        let cache = DocumentCache::default();
+        let hot = "{ queueStatus { status position } }";
+        let Some(document) = parsed(hot) else {
+            panic!("the hot query parses");
+        };
+        cache.remember(hot, &document);
+        for n in 0..5 * MAX_DOCUMENTS {
+            let text = format!("{{ a{n}: __typename }}");
+            if let Some(flood) = parsed(&text) {
+                cache.remember(&text, &flood);
+            }
+            if n % 8 == 0 {
+                assert!(cache.document(hot).is_some(), "lost after {n} others");
+            }
+        }
+        assert!(cache.document(hot).is_some());
+        assert!(cache.known.len() <= MAX_DOCUMENTS);
+    }
 }

@@ -17,6 +17,7 @@ use futures_util::stream::BoxStream;
 
 use super::context::RequestScope;
 use super::documents::DocumentCache;
+use super::nesting::{MAX_NESTING, nests_deeper_than};
 use crate::AppState;
 use crate::clock;
 
@@ -60,7 +61,8 @@ impl RequestSetup {
 #[async_trait::async_trait]
 impl Extension for RequestSetup {
     /// Every request, over HTTP or a websocket, gets its own instant and
-    /// dataloaders; oversized queries stop here.
+    /// dataloaders; oversized queries, and queries nested deep enough to
+    /// overflow the parser's stack, stop here, before it runs.
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -71,6 +73,15 @@ impl Extension for RequestSetup {
             return Err(coded(
                 ServerError::new(
                     format!("the query is larger than {MAX_QUERY_BYTES} bytes"),
+                    None,
+                ),
+                "LIMIT_EXCEEDED",
+            ));
+        }
+        if nests_deeper_than(&request.query, MAX_NESTING) {
+            return Err(coded(
+                ServerError::new(
+                    format!("the query nests deeper than {MAX_NESTING} levels"),
                     None,
                 ),
                 "LIMIT_EXCEEDED",
@@ -150,7 +161,7 @@ impl Extension for RequestSetup {
     }
 }
 
-fn classify_response(mut response: Response) -> Response {
+pub(super) fn classify_response(mut response: Response) -> Response {
     response.errors = response.errors.into_iter().map(classify).collect();
     response
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use async_graphql::ParseRequestError;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
+use async_graphql::{Executor, ParseRequestError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::graphql::context::Bearer;
+use crate::graphql::nesting::{MAX_NESTING, nests_deeper_than};
 use crate::graphql::{self, AppSchema};
 
 /// The largest request body accepted; a GraphQL request is a few KiB.
@@ -90,7 +91,12 @@ async fn graphql_post(
         Ok(request) => request.data(bearer_of(&headers)),
         Err(refusal) => return refusal.into_response(),
     };
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    GraphQLResponse::from(
+        graphql::CodedSchema(state.schema.clone())
+            .execute(request)
+            .await,
+    )
+    .into_response()
 }
 
 /// Why a POST body holds no GraphQL request.
@@ -174,7 +180,12 @@ async fn graphql_get(
         );
     }
     let request = request.data(bearer_of(&headers));
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    GraphQLResponse::from(
+        graphql::CodedSchema(state.schema.clone())
+            .execute(request)
+            .await,
+    )
+    .into_response()
 }
 
 /// A refusal outside any operation, shaped like the errors of one so that a
@@ -246,6 +257,9 @@ async fn bare_refusals_as_graphql_errors(uri: Uri, response: Response) -> Respon
 }
 
 fn changes_state(request: &async_graphql::Request) -> bool {
+    if nests_deeper_than(&request.query, MAX_NESTING) {
+        return false; // the schema refuses it before parsing
+    }
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false; // the schema answers the syntax error itself
     };
@@ -291,8 +305,24 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 while the database answers a query, 503 otherwise.
+/// How many admission intervals may pass without a turn before this
+/// process is not ready: its line would be frozen.
+const MISSED_TURNS_BEFORE_UNREADY: u32 = 5;
+
+/// 200 while the database answers a query and the admission loop turns,
+/// 503 otherwise.
 async fn readyz(State(state): State<HttpState>) -> Response {
+    let patience = state.app.queue.settings.admit_interval * MISSED_TURNS_BEFORE_UNREADY;
+    if let Some(silent) = state.app.queue.heartbeat.silent_for()
+        && silent > patience
+    {
+        tracing::warn!(?silent, "readiness check failed: no admission turn");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admission loop has not run",
+        )
+            .into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&state.app.pool)).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
         Ok(Err(error)) => {

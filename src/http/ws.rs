@@ -160,8 +160,12 @@ pub async fn serve(socket: WebSocket, context: Context) {
     let (mut to_graphql, graphql_input) =
         futures_channel::mpsc::channel::<Vec<u8>>(MAX_QUEUED_MESSAGES);
     let upgrade_bearer = bearer.clone();
-    let mut graphql = async_graphql::http::WebSocket::new(schema.clone(), graphql_input, protocol)
-        .on_connection_init(move |payload| connection_init(payload, upgrade_bearer));
+    let mut graphql = async_graphql::http::WebSocket::new(
+        crate::graphql::CodedSchema(schema.clone()),
+        graphql_input,
+        protocol,
+    )
+    .on_connection_init(move |payload| connection_init(payload, upgrade_bearer));
     let mut connection = Connection {
         protocol,
         schema,

@@ -22,6 +22,7 @@ use futures_util::stream::{self, BoxStream};
 use super::runtime::{QueueRuntime, TokenView};
 use super::subscription::{Follower, PresetView};
 use crate::graphql::context::Bearer;
+use crate::graphql::nesting::{MAX_NESTING, nests_deeper_than};
 use crate::graphql::{AppSchema, MAX_QUERY_BYTES};
 
 /// A `queueStatus` subscription as the client sent it, and its token. The
@@ -42,7 +43,8 @@ pub fn recognize(
     connection_bearer: Option<&str>,
 ) -> Option<LiveRequest> {
     let query = payload.get("query")?.as_str()?;
-    if query.len() > MAX_QUERY_BYTES {
+    // The schema's own path refuses these before any parser runs.
+    if query.len() > MAX_QUERY_BYTES || nests_deeper_than(query, MAX_NESTING) {
         return None;
     }
     let raw_variables = payload

@@ -78,6 +78,44 @@ pub struct QueueRuntime {
     pub admission_turns: AtomicU64,
     /// Live `queueStatus` subscriptions in this process, for /metrics.
     subscribers: AtomicU64,
+    /// When this process's admission loop last completed a turn.
+    pub heartbeat: Heartbeat,
+}
+
+/// When a background loop last showed it is alive; never, until it starts.
+#[derive(Debug)]
+pub struct Heartbeat {
+    since: Instant,
+    /// Milliseconds from `since` to the last beat, plus one; 0: never.
+    last: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let at = self.since.elapsed().as_millis() as u64 + 1;
+        self.last.store(at, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat; `None` if the loop never started.
+    pub fn silent_for(&self) -> Option<std::time::Duration> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.since
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(at - 1)),
+            ),
+        }
+    }
 }
 
 impl QueueRuntime {
@@ -100,6 +138,7 @@ impl QueueRuntime {
             admission_wakeup: Notify::new(),
             admission_turns: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
+            heartbeat: Heartbeat::default(),
         }
     }
 

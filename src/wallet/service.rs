@@ -23,7 +23,10 @@ pub fn balance_cap() -> Money {
     Money::from_cents(100_000_000_000)
 }
 
-/// Names are trimmed, then must be 1 to 50 characters.
+/// Names are trimmed, then must be 1 to 50 characters of visible text: no
+/// control characters (NUL, line breaks, escapes), and at least one that
+/// is neither white space nor invisible formatting, so that no two users
+/// look alike by a name nobody can see.
 pub fn valid_name(name: &str) -> AppResult<String> {
     let trimmed = name.trim();
     let chars = trimmed.chars().count();
@@ -32,7 +35,44 @@ pub fn valid_name(name: &str) -> AppResult<String> {
             "a name is 1 to {MAX_NAME_CHARS} characters after trimming; this one has {chars}"
         )));
     }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AppError::invalid("a name may not hold control characters"));
+    }
+    if !trimmed
+        .chars()
+        .any(|c| !c.is_whitespace() && !is_invisible(c))
+    {
+        return Err(AppError::invalid(
+            "a name needs at least one visible character",
+        ));
+    }
     Ok(trimmed.to_owned())
+}
+
+/// Characters that render as nothing: Unicode's format characters (zero
+/// widths, joiners, direction marks, tags) and the blank letters that
+/// pass for text (Hangul fillers, the blank braille pattern).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Idempotency keys are opaque, 1 to 100 characters, compared exactly.
@@ -203,6 +243,20 @@ mod tests {
         assert!(valid_name("   ").is_err());
         assert!(valid_name(&"é".repeat(50)).is_ok());
         assert!(valid_name(&"é".repeat(51)).is_err());
+    }
+
+    #[test]
+    fn names_are_visible_text() {
+        for hidden in [
+            "a\u{0}",
+            "a\tb",
+            "\u{200B}",
+            "\u{FEFF}\u{2060}",
+            "\u{3164}\u{3164}",
+        ] {
+            assert!(valid_name(hidden).is_err(), "{hidden:?}");
+        }
+        assert!(valid_name("Zoë \u{200D}").is_ok());
     }
 
     #[test]

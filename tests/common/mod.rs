@@ -100,6 +100,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     stop: CancellationToken,
+    /// Ends the background jobs alone, as if they had died.
+    pub jobs_stop: CancellationToken,
     pub db: TestDb,
 }
 
@@ -145,8 +147,9 @@ impl TestServer {
         (options.configure)(&mut config);
         let state = AppState::start(config).await.expect("server state");
         let stop = state.lifecycle.stop.clone();
+        let jobs_stop = stop.child_token();
         if options.jobs {
-            ticket_reservation::jobs::spawn(&state);
+            ticket_reservation::jobs::spawn_until(&state, &jobs_stop);
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -168,6 +171,7 @@ impl TestServer {
             addr,
             http,
             stop,
+            jobs_stop,
             db,
         }
     }
