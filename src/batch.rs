@@ -8,6 +8,9 @@
 //! alone at once.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,8 +18,13 @@ use crate::error::{AppError, AppResult};
 
 type Envelope<Req, Resp> = (Req, oneshot::Sender<Resp>);
 
+/// Requests one batcher holds waiting, beyond the batch it is running. A
+/// full queue answers OVERLOADED at once: waiting longer would only make
+/// every caller later.
+const MAX_WAITING: usize = 4096;
+
 pub struct Batcher<Req, Resp> {
-    requests: mpsc::UnboundedSender<Envelope<Req, Resp>>,
+    requests: mpsc::Sender<Envelope<Req, Resp>>,
 }
 
 impl<Req, Resp> Batcher<Req, Resp>
@@ -31,12 +39,17 @@ where
         F: Fn(Vec<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
     {
-        let (requests, mut inbox) = mpsc::unbounded_channel::<Envelope<Req, Resp>>();
+        let (requests, mut inbox) = mpsc::channel::<Envelope<Req, Resp>>(MAX_WAITING);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while inbox.recv_many(&mut batch, max_batch).await > 0 {
                 let (payloads, replies): (Vec<Req>, Vec<_>) = batch.drain(..).unzip();
-                let answers = run(payloads).await;
+                // A batch that panics fails its own callers (their replies
+                // are dropped: INTERNAL), never the batches after it.
+                let Ok(answers) = AssertUnwindSafe(run(payloads)).catch_unwind().await else {
+                    tracing::error!("a batch panicked; its callers were answered INTERNAL");
+                    continue;
+                };
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // The caller may have gone away (request cancelled); fine.
                     let _ = reply.send(answer);
@@ -49,8 +62,11 @@ where
     pub async fn call(&self, request: Req) -> AppResult<Resp> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send((request, reply))
-            .map_err(|_| AppError::internal("batcher stopped"))?;
+            .try_send((request, reply))
+            .map_err(|refused| match refused {
+                mpsc::error::TrySendError::Full(_) => AppError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => AppError::internal("batcher stopped"),
+            })?;
         answer
             .await
             .map_err(|_| AppError::internal("batch dropped a request"))
@@ -87,5 +103,49 @@ mod tests {
             batches.load(Ordering::SeqCst) < 200,
             "requests were not batched"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_batch_fails_only_its_own_callers() {
+        let batcher = Batcher::spawn(1, |numbers: Vec<u32>| async move {
+            assert!(numbers != [13], "unlucky");
+            numbers
+        });
+        assert!(batcher.call(13).await.is_err());
+        assert_eq!(batcher.call(7).await.ok(), Some(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_answers_overloaded_at_once() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let running = Arc::new(tokio::sync::Notify::new());
+        let (opened, started) = (Arc::clone(&gate), Arc::clone(&running));
+        let batcher = Arc::new(Batcher::spawn(1, move |numbers: Vec<u32>| {
+            let (gate, started) = (Arc::clone(&opened), Arc::clone(&started));
+            async move {
+                started.notify_one();
+                let _pass = gate.acquire().await;
+                numbers
+            }
+        }));
+        let call = |n: u32| {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { batcher.call(n).await.ok() })
+        };
+        // One call runs and waits at the gate; MAX_WAITING more fill the queue.
+        let mut calls = vec![call(0)];
+        running.notified().await;
+        calls.extend((1..=MAX_WAITING as u32).map(call));
+        while batcher.requests.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            batcher.call(u32::MAX).await,
+            Err(AppError::Overloaded)
+        ));
+        gate.add_permits(1);
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.ok().flatten(), Some(n as u32));
+        }
     }
 }

@@ -97,6 +97,30 @@ pub struct Config {
     )]
     pub max_holds_per_user: u32,
 
+    /// Requests (GraphQL and websocket upgrades) one process works on at
+    /// once; more are refused at once with 503 OVERLOADED rather than queued.
+    #[arg(
+        long,
+        env = "MAX_IN_FLIGHT",
+        value_name = "MAX_IN_FLIGHT",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub max_in_flight: u32,
+
+    /// Websockets one process keeps open at once; an upgrade past it is
+    /// refused with 503 OVERLOADED.
+    #[arg(
+        long,
+        env = "MAX_WEBSOCKETS",
+        value_name = "MAX_WEBSOCKETS",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub max_websockets: u32,
+
     /// Load the demo catalogue into an empty catalogue (`true` or `false`).
     #[arg(
         long,

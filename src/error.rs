@@ -27,6 +27,9 @@ pub enum AppError {
     AlreadyPaid,
     InsufficientBalance,
     LimitExceeded(String),
+    /// The process is at its limit of work in flight and refuses at once
+    /// rather than queue; the client may try again.
+    Overloaded,
     /// An idempotency key turned out to be taken by a call that committed
     /// meanwhile: the transaction rolls back and the service answers what
     /// that call did. Never shown to a client (it would read INTERNAL).
@@ -41,6 +44,10 @@ impl From<DieselError> for AppError {
         Self::Database(error)
     }
 }
+
+/// The message of every OVERLOADED refusal.
+pub const OVERLOADED_MESSAGE: &str =
+    "the server is at its limit of work in flight; try again in a moment";
 
 /// The message every INTERNAL error carries to the client.
 pub const INTERNAL_MESSAGE: &str = "internal server error; it has been logged";
@@ -71,6 +78,7 @@ impl AppError {
             Self::AlreadyPaid => "ALREADY_PAID",
             Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            Self::Overloaded => "OVERLOADED",
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => "INTERNAL",
         }
     }
@@ -111,6 +119,7 @@ impl AppError {
                     .to_owned()
             }
             Self::AlreadyPaid => "a reservation is already paid".to_owned(),
+            Self::Overloaded => OVERLOADED_MESSAGE.to_owned(),
             Self::InsufficientBalance => {
                 "the balance is below the total; charge the balance and pay again".to_owned()
             }

@@ -158,3 +158,223 @@ async fn an_operation_name_that_names_no_operation_gets_a_code() {
         );
     }
 }
+
+/// graphql-js 16/17's `getIntrospectionQuery` with every option GraphiQL
+/// turns on (descriptions, specifiedByUrl, directiveIsRepeatable,
+/// schemaDescription, inputValueDeprecation, oneOf), its ten `ofType`.
+const GRAPHQL_JS_INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    description
+    queryType { name kind }
+    mutationType { name kind }
+    subscriptionType { name kind }
+    types { ...FullType }
+    directives {
+      name description isRepeatable locations
+      args(includeDeprecated: true) { ...InputValue }
+    }
+  }
+}
+fragment FullType on __Type {
+  kind name description specifiedByURL isOneOf
+  fields(includeDeprecated: true) {
+    name description
+    args(includeDeprecated: true) { ...InputValue }
+    type { ...TypeRef }
+    isDeprecated deprecationReason
+  }
+  inputFields(includeDeprecated: true) { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue {
+  name description type { ...TypeRef } defaultValue isDeprecated deprecationReason
+}
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name } } } } } } } } } }
+}
+"#;
+
+/// graphql-core's `get_introspection_query(descriptions=True)`.
+const GRAPHQL_CORE_INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name }
+    mutationType { name }
+    subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_introspection_queries_are_answered_and_deeper_ones_refused() {
+    let server = TestServer::start().await;
+    for query in [GRAPHQL_JS_INTROSPECTION, GRAPHQL_CORE_INTROSPECTION] {
+        let answer = server.gql(query, json!({}), None).await;
+        let schema = answer.data("__schema");
+        let types = schema["types"].as_array().expect("the types");
+        let user = types.iter().find(|t| t["name"] == "User").expect("User");
+        let fields = user["fields"].as_array().expect("User's fields");
+        assert!(
+            fields.iter().any(|field| field["description"].is_string()),
+            "descriptions included"
+        );
+    }
+
+    // Depth that comes from nesting the introspection lists multiplies the
+    // answer as it goes: refused, like nested lists of the schema's own.
+    let unwrap_and_list = "type { ofType { fields { ";
+    let hostile = format!(
+        "{{ __type(name: \"Query\") {{ fields {{ {} name {} }} }} }}",
+        unwrap_and_list.repeat(4),
+        "} } } ".repeat(4)
+    );
+    server
+        .gql(&hostile, json!({}), None)
+        .await
+        .expect_code("LIMIT_EXCEEDED");
+    let hostile_schema = "{ __schema { types { fields { type { fields { type { fields { \
+        type { fields { name } } } } } } } } } }";
+    server
+        .gql(hostile_schema, json!({}), None)
+        .await
+        .expect_code("LIMIT_EXCEEDED");
+}
+
+/// A fresh graphql-transport-ws connection, acknowledged.
+async fn acknowledged(server: &TestServer) -> WsClient {
+    let mut ws = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    ws.init(json!({})).await;
+    ws
+}
+
+async fn closes_with(mut ws: WsClient, code: u16, what: &str) {
+    let (closed, reason) = ws.close_frame().await.expect("a close frame");
+    assert_eq!(closed, code, "{what}: {reason}");
+    assert!(
+        reason.len() <= 123,
+        "{what}: a reason of {} bytes",
+        reason.len()
+    );
+}
+
+/// A token that stays WAITING: the one slot is taken by someone else, so
+/// a subscription to it stays open.
+async fn token_in_line(server: &TestServer) -> String {
+    let first = common::fixtures::register(server, "first").await;
+    common::fixtures::issue_token(server, first).await;
+    let waiting = common::fixtures::register(server, "second").await;
+    let token = common::fixtures::issue_token(server, waiting).await;
+    assert_eq!(token.status, "WAITING");
+    token.token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_closes_each_breach_with_its_graphql_transport_ws_code() {
+    let server = TestServer::with_settings(|config| config.max_active_tokens = 1).await;
+    for (what, message) in [
+        ("not JSON", "{".to_owned()),
+        ("an unknown type", json!({"type": "gimme"}).to_string()),
+        ("a type that is not text", json!({"type": 7}).to_string()),
+        (
+            "a subscribe without id",
+            json!({"type": "subscribe", "payload": {"query": "{ __typename }"}}).to_string(),
+        ),
+        (
+            "a subscribe without query",
+            json!({"type": "subscribe", "id": "1", "payload": {}}).to_string(),
+        ),
+        (
+            "a long unknown type",
+            json!({"type": "x".repeat(300)}).to_string(),
+        ),
+    ] {
+        let mut ws = acknowledged(&server).await;
+        ws.send_text(&message).await;
+        closes_with(ws, 4400, what).await;
+    }
+
+    let mut early = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    early.subscribe("1", "{ __typename }", json!({})).await;
+    closes_with(early, 4401, "subscribe before connection_init").await;
+
+    let mut twice = acknowledged(&server).await;
+    twice.send(json!({"type": "connection_init"})).await;
+    closes_with(twice, 4429, "a second connection_init").await;
+
+    // A subscription that stays open (a token still in line), then its id again.
+    let token = token_in_line(&server).await;
+    let mut again = acknowledged(&server).await;
+    let follow = "subscription($t: String!) { queueStatus(token: $t) { status } }";
+    again.subscribe("same", follow, json!({"t": token})).await;
+    let first = again.next().await.expect("the state at once");
+    assert_eq!(first["id"], "same");
+    again.subscribe("same", follow, json!({"t": token})).await;
+    closes_with(again, 4409, "a subscribe reusing a live id").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_answered_and_a_silent_socket_is_closed() {
+    let server = TestServer::start().await;
+    let mut ws = acknowledged(&server).await;
+    assert_eq!(
+        ws.close_with(1000).await,
+        Some(1000),
+        "the Close is answered"
+    );
+
+    let silent = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    closes_with(silent, 4408, "no connection_init within 10 s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cap_counts_every_operation_of_a_connection() {
+    let server = TestServer::with_settings(|config| config.max_active_tokens = 1).await;
+    let mut ws = acknowledged(&server).await;
+    // Eight on the queueStatus fast path, eight that async-graphql serves
+    // itself (a directive keeps them off the fast path): sixteen in all.
+    let token = token_in_line(&server).await;
+    let follow = "subscription($t: String!) { queueStatus(token: $t) { status } }";
+    let general =
+        "subscription($t: String!) { queueStatus(token: $t) @include(if: true) { status } }";
+    for n in 0..16 {
+        let query = if n % 2 == 0 { follow } else { general };
+        ws.subscribe(&format!("op{n}"), query, json!({"t": token}))
+            .await;
+    }
+    ws.subscribe("op16", follow, json!({"t": token})).await;
+    loop {
+        let message = ws.next().await.expect("answers");
+        if message["id"] == "op16" {
+            assert_eq!(message["type"], "error", "{message}");
+            assert_eq!(
+                message["payload"][0]["extensions"]["code"],
+                "LIMIT_EXCEEDED"
+            );
+            break;
+        }
+    }
+}

@@ -448,3 +448,105 @@ async fn internal_errors_reveal_no_sql_and_no_paths() {
     }
     common::fixtures::sql_execute(&server.db, "RENAME TABLE concerts_moved TO concerts").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_in_flight_requests_are_refused_at_once_and_health_answers() {
+    use diesel_async::SimpleAsyncConnection;
+    let server = TestServer::with_settings(|config| {
+        config.max_in_flight = 2;
+        config.max_websockets = 1;
+    })
+    .await;
+    let user = common::fixtures::register(&server, "busy").await;
+    // Two charges wait on the user's row, which another session holds.
+    let mut holder = server.db.connect().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .batch_execute(&format!(
+            "SELECT * FROM users WHERE id = UNHEX('{}') FOR UPDATE",
+            user.simple()
+        ))
+        .await
+        .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|n| {
+            let (http, url) = (server.http.clone(), server.url("/graphql"));
+            tokio::spawn(async move {
+                let body = json!({
+                    "query": "mutation($u: UUID!, $k: String!) { chargeBalance(userId: $u, amount: \"1.00\", idempotencyKey: $k) { balance } }",
+                    "variables": {"u": user, "k": format!("k{n}")},
+                });
+                http.post(url).json(&body).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    let lock_waits = format!(
+        "SELECT COUNT(*) FROM information_schema.processlist \
+         WHERE db = '{}' AND command = 'Execute' AND info LIKE 'UPDATE `users`%'",
+        server.db.name
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while common::fixtures::sql_number(&server.db, &lock_waits).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two charges wait on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let refused = server
+        .http
+        .post(server.url("/graphql"))
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "OVERLOADED",
+        "{body}"
+    );
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "health stays outside the bound");
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    for charge in waiting {
+        assert_eq!(charge.await.unwrap(), 200, "the two in flight finished");
+    }
+    common::assert_invariants_hold(&server);
+
+    // One websocket at most: a second upgrade is refused while it is open.
+    let open = common::ws::WsClient::connect(server.addr, common::ws::TRANSPORT_WS).await;
+    assert_eq!(upgrade_status(server.addr).await, 503);
+    drop(open);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upgrade_status(server.addr).await != 101 {
+        assert!(std::time::Instant::now() < deadline, "the slot came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status a graphql-transport-ws upgrade is answered with.
+async fn upgrade_status(addr: SocketAddr) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        common::ws::TRANSPORT_WS.parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("the upgrade failed: {other}"),
+    }
+}

@@ -18,6 +18,7 @@ use futures_util::stream::BoxStream;
 use super::context::RequestScope;
 use super::documents::DocumentCache;
 use super::nesting::{MAX_NESTING, nests_deeper_than};
+use super::{MAX_COMPLEXITY, introspection};
 use crate::AppState;
 use crate::clock;
 
@@ -102,7 +103,8 @@ impl Extension for RequestSetup {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         if !DocumentCache::cacheable(query) {
-            return next.run(ctx, query, variables).await.map_err(classify);
+            let document = next.run(ctx, query, variables).await.map_err(classify)?;
+            return within_introspection_budget(document);
         }
         if let Ok(mut slot) = self.query.lock() {
             *slot = Some(query.to_owned());
@@ -111,6 +113,7 @@ impl Extension for RequestSetup {
             return Ok(document);
         }
         let document = next.run(ctx, query, variables).await.map_err(classify)?;
+        let document = within_introspection_budget(document)?;
         self.documents.remember(query, &document);
         Ok(document)
     }
@@ -159,6 +162,18 @@ impl Extension for RequestSetup {
             None => stream,
         }
     }
+}
+
+/// The document, unless its introspection lists nest deep enough to cost
+/// more than the schema's budget (see `introspection`).
+fn within_introspection_budget(document: ExecutableDocument) -> ServerResult<ExecutableDocument> {
+    if introspection::cost(&document) > MAX_COMPLEXITY {
+        return Err(coded(
+            ServerError::new("Query is too complex.", None),
+            "LIMIT_EXCEEDED",
+        ));
+    }
+    Ok(document)
 }
 
 pub(super) fn classify_response(mut response: Response) -> Response {

@@ -5,6 +5,7 @@ pub mod context;
 mod documents;
 mod extension;
 pub mod guard;
+mod introspection;
 mod loading;
 pub mod nesting;
 pub mod scalars;
@@ -37,14 +38,17 @@ pub struct Subscription(QueueSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-/// Deep enough for user -> reservations -> seat -> concertDate -> concert -> dates -> seats.
-const MAX_DEPTH: usize = 12;
+/// Deep enough for the introspection query of graphql-js and graphql-core
+/// (`__schema` -> types -> fields -> args -> type, then ten `ofType`). What
+/// grows with depth is bounded by the cost, which counts lists (the
+/// introspection lists included) as many times as they are reckoned to hold.
+const MAX_DEPTH: usize = 20;
 /// The estimated cost of one query: a field counts 1, and a list counts as
 /// many times its items' cost as it is reckoned to hold, so that nesting
 /// lists (seats -> concertDate -> seats -> ...) multiplies as the rows do.
 /// The whole catalogue with every field, back-references included, costs
 /// about 50,000; one more turn of seats -> concertDate -> seats, 50 times that.
-const MAX_COMPLEXITY: usize = 100_000;
+pub(crate) const MAX_COMPLEXITY: usize = 100_000;
 /// Seats a date has at most.
 const SEATS_COST: usize = 50;
 /// Items reckoned for any other list (concerts, dates, a user's history).

@@ -11,7 +11,9 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Executor, ParseRequestError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::BoxError;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
 use axum::http::request::Parts;
@@ -20,12 +22,17 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::error::OVERLOADED_MESSAGE;
 use crate::graphql::context::Bearer;
 use crate::graphql::nesting::{MAX_NESTING, nests_deeper_than};
 use crate::graphql::{self, AppSchema};
@@ -44,14 +51,32 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 struct HttpState {
     app: AppState,
     schema: AppSchema,
+    /// One permit per open websocket, up to MAX_WEBSOCKETS.
+    websockets: Arc<Semaphore>,
 }
 
 pub fn router(app: AppState) -> Router {
     let schema = graphql::build_schema(app.clone());
-    let state = HttpState { app, schema };
+    let max_in_flight = app.config.max_in_flight as usize;
+    let websockets = Arc::new(Semaphore::new(app.config.max_websockets as usize));
+    let state = HttpState {
+        app,
+        schema,
+        websockets,
+    };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        // Work in flight is bounded: past MAX_IN_FLIGHT requests at once,
+        // the next is refused at once rather than queued, so a rush cannot
+        // make everyone (and the health checks) wait. Health, metrics and
+        // GraphiQL stay outside the bound.
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded() }))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
+        )
         .route("/", get(graphiql))
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/healthz", get(healthz))
@@ -213,6 +238,19 @@ impl IntoResponse for UnreadableQueryString {
     }
 }
 
+/// 503 OVERLOADED, with a hint of when to try again.
+fn overloaded() -> Response {
+    let mut response = graphql_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "OVERLOADED",
+        OVERLOADED_MESSAGE,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
 fn not_graphql(message: &str) -> Response {
     graphql_error(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
 }
@@ -282,6 +320,10 @@ async fn graphql_ws(
         let reason = "offer the graphql-transport-ws or graphql-ws subprotocol";
         return (StatusCode::BAD_REQUEST, reason).into_response();
     };
+    // Held for the connection's life.
+    let Ok(open) = Arc::clone(&state.websockets).try_acquire_owned() else {
+        return overloaded();
+    };
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
@@ -295,9 +337,10 @@ async fn graphql_ws(
                 stop: lifecycle.stop.clone(),
                 bearer,
             };
-            lifecycle
-                .connections
-                .track_future(ws::serve(socket, context))
+            lifecycle.connections.track_future(async move {
+                ws::serve(socket, context).await;
+                drop(open);
+            })
         })
 }
 

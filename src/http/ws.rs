@@ -5,7 +5,9 @@
 //! open, onto the lighter path of `queue::live`; their messages are framed
 //! here the way async-graphql frames its own.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Response};
@@ -32,14 +34,35 @@ struct Envelope {
     payload: Option<serde_json::Value>,
 }
 
+/// The part of an outgoing message that says which operation ended.
+#[derive(Deserialize)]
+struct Outgoing<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+}
+
+/// A `subscribe` payload: an object with the query text.
+fn is_request(payload: &serde_json::Value) -> bool {
+    payload
+        .get("query")
+        .is_some_and(serde_json::Value::is_string)
+}
+
 /// A live subscription's output: its responses, then its end.
 enum Live {
     Next(Box<Response>),
     Complete,
 }
 
-/// Live subscriptions one connection may hold; a browser follows one place.
-const MAX_LIVE_PER_CONNECTION: usize = 16;
+/// Operations one connection may run at once, on either path; a browser
+/// follows one place.
+const MAX_OPERATIONS_PER_CONNECTION: usize = 16;
+/// How long a client has to send `connection_init` after the upgrade.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A close frame's reason is at most 123 bytes (RFC 6455: 125 with the code).
+const MAX_CLOSE_REASON: usize = 123;
 /// Messages waiting for async-graphql before the connection is dropped.
 const MAX_QUEUED_MESSAGES: usize = 64;
 
@@ -51,6 +74,8 @@ enum Handling {
     Taken,
     /// Taken here; answer this.
     Answer(Message),
+    /// A breach of the protocol: close the connection with this code.
+    Close(u16, &'static str),
 }
 
 /// One connection's state beside async-graphql's: the live subscriptions
@@ -60,15 +85,25 @@ struct Connection {
     schema: AppSchema,
     queue: Arc<QueueRuntime>,
     live: StreamMap<String, BoxStream<'static, Live>>,
+    /// Operations handed to async-graphql that it has not ended yet.
+    forwarded: HashSet<String>,
     initialised: bool,
     bearer: Option<String>,
 }
 
 impl Connection {
     fn handle(&mut self, data: &[u8]) -> Handling {
+        let strict = self.protocol == WebSocketProtocols::GraphQLWS;
         let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
-            return Handling::Forward; // async-graphql answers malformed messages
+            return if strict {
+                Handling::Close(4400, "Invalid message received")
+            } else {
+                Handling::Forward // async-graphql answers malformed messages
+            };
         };
+        if strict && let Some(breach) = self.breach(&envelope) {
+            return breach;
+        }
         match (envelope.kind.as_str(), envelope.id, envelope.payload) {
             ("connection_init", _, payload) if !self.initialised => {
                 self.initialised = true;
@@ -78,23 +113,68 @@ impl Connection {
                 Handling::Forward
             }
             ("subscribe" | "start", Some(id), Some(payload))
-                if self.initialised && !self.live.contains_key(&id) =>
+                if self.initialised && !self.is_running(&id) =>
             {
+                if self.live.len() + self.forwarded.len() >= MAX_OPERATIONS_PER_CONNECTION {
+                    return Handling::Answer(self.too_many(&id));
+                }
                 match live::recognize(&payload, self.bearer.as_deref()) {
-                    Some(_) if self.live.len() >= MAX_LIVE_PER_CONNECTION => {
-                        Handling::Answer(self.too_many(&id))
-                    }
                     Some(request) => {
                         self.start(id, request);
                         Handling::Taken
                     }
-                    None => Handling::Forward,
+                    None => {
+                        self.forwarded.insert(id);
+                        Handling::Forward
+                    }
                 }
             }
             ("complete" | "stop", Some(id), _) if self.live.remove(&id).is_some() => {
                 Handling::Answer(text(json!({"type": "complete", "id": id})))
             }
+            ("complete" | "stop", Some(id), _) => {
+                self.forwarded.remove(&id);
+                Handling::Forward
+            }
             _ => Handling::Forward,
+        }
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.live.contains_key(id) || self.forwarded.contains(id)
+    }
+
+    /// What graphql-transport-ws closes the connection for, if `envelope`
+    /// is such a breach.
+    fn breach(&self, envelope: &Envelope) -> Option<Handling> {
+        let has_id = envelope.id.is_some();
+        let breach = match envelope.kind.as_str() {
+            "connection_init" if self.initialised => (4429, "Too many initialisation requests"),
+            "connection_init" | "ping" | "pong" => return None,
+            "subscribe" if !has_id || !envelope.payload.as_ref().is_some_and(is_request) => {
+                (4400, "Invalid message received")
+            }
+            "subscribe" if !self.initialised => (4401, "Unauthorized"),
+            "subscribe" if envelope.id.as_deref().is_some_and(|id| self.is_running(id)) => {
+                (4409, "Subscriber for this id already exists")
+            }
+            "subscribe" => return None,
+            "complete" if has_id => return None,
+            _ => (4400, "Invalid message received"),
+        };
+        Some(Handling::Close(breach.0, breach.1))
+    }
+
+    /// Notes the operations async-graphql ends, from what it sends.
+    fn note_outgoing(&mut self, reply: &str) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        if let Ok(outgoing) = serde_json::from_str::<Outgoing<'_>>(reply)
+            && matches!(outgoing.kind, "complete" | "error")
+            && let Some(id) = outgoing.id
+        {
+            self.forwarded.remove(id);
         }
     }
 
@@ -113,7 +193,7 @@ impl Connection {
 
     fn too_many(&self, id: &str) -> Message {
         let error = json!({
-            "message": format!("at most {MAX_LIVE_PER_CONNECTION} queueStatus subscriptions per connection"),
+            "message": format!("at most {MAX_OPERATIONS_PER_CONNECTION} operations at once per connection"),
             "extensions": {"code": "LIMIT_EXCEEDED"},
         });
         let payload = match self.protocol {
@@ -171,9 +251,12 @@ pub async fn serve(socket: WebSocket, context: Context) {
         schema,
         queue,
         live: StreamMap::new(),
+        forwarded: HashSet::new(),
         initialised: false,
         bearer: bearer.0,
     };
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    tokio::pin!(init_deadline);
     loop {
         let outgoing = tokio::select! {
             message = incoming.next() => {
@@ -181,21 +264,33 @@ pub async fn serve(socket: WebSocket, context: Context) {
                     Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    // The closing handshake: answer the client's Close
+                    // with its own code (tungstenite queues that reply as
+                    // it reads the Close; closing the sink sends it), then end.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = sink.close().await;
+                        break;
+                    }
+                    Some(Err(_)) | None => break,
                 };
                 match connection.handle(&data) {
                     Handling::Forward if to_graphql.try_send(data).is_err() => break,
                     Handling::Forward | Handling::Taken => continue,
                     Handling::Answer(answer) => answer,
+                    Handling::Close(code, reason) => close(code, reason),
                 }
             }
             reply = graphql.next() => match reply {
-                Some(WsMessage::Text(reply)) => Message::Text(reply.into()),
-                Some(WsMessage::Close(code, reason)) => {
-                    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+                Some(WsMessage::Text(reply)) => {
+                    connection.note_outgoing(&reply);
+                    Message::Text(reply.into())
                 }
+                Some(WsMessage::Close(code, reason)) => close(code, &reason),
                 None => break,
             },
+            () = &mut init_deadline, if !connection.initialised => {
+                close(4408, "Connection initialisation timeout")
+            }
             Some((id, event)) = connection.live.next() => connection.frame(id, event),
             // The server is going away: say so, so that clients reconnect.
             () = stop.cancelled() => Message::Close(Some(CloseFrame {
@@ -208,6 +303,18 @@ pub async fn serve(socket: WebSocket, context: Context) {
             break;
         }
     }
+}
+
+/// A Close frame whose reason fits the frame: cut at a character boundary.
+fn close(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
 }
 
 fn text(value: serde_json::Value) -> Message {

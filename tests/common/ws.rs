@@ -75,6 +75,28 @@ impl WsClient {
             .unwrap();
     }
 
+    /// Sends a text frame as it is, JSON or not.
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Starts the closing handshake with `code`; the code the server's
+    /// Close frame answers with, if it answers one.
+    pub async fn close_with(&mut self, code: u16) -> Option<u16> {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        self.socket.send(Message::Close(Some(frame))).await.ok()?;
+        while let Some(message) = self.socket.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|frame| u16::from(frame.code));
+            }
+        }
+        None
+    }
+
     /// The next text message as JSON, skipping keep-alives; None on close.
     pub async fn next(&mut self) -> Option<Value> {
         loop {
