@@ -14,18 +14,28 @@ use common::fixtures::{balance, charge, register, sql_number};
 use common::{TestServer, concurrently};
 use serde_json::json;
 
+/// Every entry of the user's history, newest first, page after page.
 async fn entries_of(server: &TestServer, user: uuid::Uuid) -> Vec<serde_json::Value> {
-    let answer = server
-        .gql(
-            "query($id: UUID!) { user(id: $id) { balance balanceHistory { id kind amount balanceAfter at } } }",
-            json!({"id": user}),
-            None,
-        )
-        .await;
-    answer.data("user")["balanceHistory"]
-        .as_array()
-        .unwrap()
-        .clone()
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let after = entries.last().map(|entry| entry["id"].clone());
+        let answer = server
+            .gql(
+                "query($id: UUID!, $after: ID) { user(id: $id) { balanceHistory(first: 100, after: $after) { id kind amount balanceAfter at } } }",
+                json!({"id": user, "after": after}),
+                None,
+            )
+            .await;
+        let page = answer.data("user")["balanceHistory"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let last_page = page.len() < 100;
+        entries.extend(page);
+        if last_page {
+            return entries;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,13 +11,20 @@ use super::model::{self, PaymentRow, ReservationRow};
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::AppError;
 use crate::graphql::context::group_by;
+use crate::graphql::paging::{Page, load_pages};
 
-/// Every reservation of a user, newest first.
+/// A page of a user's reservations, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReservationsOfUser(pub Uuid);
-/// Every payment of a user, newest first.
+pub struct ReservationsOfUser {
+    pub user: Uuid,
+    pub page: Page<Uuid>,
+}
+/// A page of a user's payments, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PaymentsOfUser(pub Uuid);
+pub struct PaymentsOfUser {
+    pub user: Uuid,
+    pub page: Page<Uuid>,
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PaymentKey(pub Uuid);
 /// The reservations a payment settled.
@@ -49,12 +56,10 @@ impl Loader<ReservationsOfUser> for BookingLoader {
         &self,
         keys: &[ReservationsOfUser],
     ) -> LoadResult<ReservationsOfUser, Vec<ReservationRow>> {
-        let wanted = uuids(keys, |k| k.0);
-        let rows = db::run(&self.pool, move |conn| {
-            async move { Ok(model::reservations_of_users(conn, &wanted).await?) }.boxed()
+        load_pages(&self.pool, keys, |conn, key| {
+            model::reservations_page(conn, DbUuid(key.user), key.page).boxed()
         })
-        .await?;
-        Ok(group_by(rows, |row| ReservationsOfUser(row.user_id.0)))
+        .await
     }
 }
 
@@ -64,12 +69,10 @@ impl Loader<PaymentsOfUser> for BookingLoader {
 
     #[tracing::instrument(name = "load_payments_of_users", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[PaymentsOfUser]) -> LoadResult<PaymentsOfUser, Vec<PaymentRow>> {
-        let wanted = uuids(keys, |k| k.0);
-        let rows = db::run(&self.pool, move |conn| {
-            async move { Ok(model::payments_of_users(conn, &wanted).await?) }.boxed()
+        load_pages(&self.pool, keys, |conn, key| {
+            model::payments_page(conn, DbUuid(key.user), key.page).boxed()
         })
-        .await?;
-        Ok(group_by(rows, |row| PaymentsOfUser(row.user_id.0)))
+        .await
     }
 }
 

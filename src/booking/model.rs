@@ -5,10 +5,12 @@ use bigdecimal::BigDecimal;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+use uuid::Uuid;
 
 use crate::catalogue::model::{SeatStatus, holdable_at};
 use crate::db::schema::{payments, reservations, seats};
 use crate::db::{DbUuid, Prepared, padded};
+use crate::graphql::paging::Page;
 use crate::text_enum;
 
 #[derive(
@@ -243,17 +245,42 @@ pub async fn release_lapsed_seats(
     .await
 }
 
-/// Reservations of these users, newest first.
-pub async fn reservations_of_users(
+/// One page of a user's reservations, newest first (by when they were
+/// made, then id); `None` when `after` is no reservation of the user's.
+pub async fn reservations_page(
     conn: &mut AsyncMysqlConnection,
-    users: &[DbUuid],
-) -> QueryResult<Vec<ReservationRow>> {
-    reservations::table
-        .filter(reservations::user_id.eq_any(users))
+    user: DbUuid,
+    page: Page<Uuid>,
+) -> QueryResult<Option<Vec<ReservationRow>>> {
+    let mut query = reservations::table
+        .filter(reservations::user_id.eq(user))
+        .into_boxed();
+    if let Some(after) = page.after.map(DbUuid) {
+        let Some(made) = reservations::table
+            .find(after)
+            .filter(reservations::user_id.eq(user))
+            .select(reservations::created_at)
+            .first::<NaiveDateTime>(conn)
+            .await
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        query = query.filter(
+            reservations::created_at
+                .lt(made)
+                .or(reservations::created_at
+                    .eq(made)
+                    .and(reservations::id.lt(after))),
+        );
+    }
+    query
         .order((reservations::created_at.desc(), reservations::id.desc()))
+        .limit(page.limit())
         .select(ReservationRow::as_select())
         .load(conn)
         .await
+        .map(Some)
 }
 
 pub async fn reservations_of_payments(
@@ -279,15 +306,38 @@ pub async fn payments_by_ids(
         .await
 }
 
-/// Payments of these users, newest first.
-pub async fn payments_of_users(
+/// One page of a user's payments, newest first (by when they were paid,
+/// then id); `None` when `after` is no payment of the user's.
+pub async fn payments_page(
     conn: &mut AsyncMysqlConnection,
-    users: &[DbUuid],
-) -> QueryResult<Vec<PaymentRow>> {
-    payments::table
-        .filter(payments::user_id.eq_any(users))
+    user: DbUuid,
+    page: Page<Uuid>,
+) -> QueryResult<Option<Vec<PaymentRow>>> {
+    let mut query = payments::table
+        .filter(payments::user_id.eq(user))
+        .into_boxed();
+    if let Some(after) = page.after.map(DbUuid) {
+        let Some(paid) = payments::table
+            .find(after)
+            .filter(payments::user_id.eq(user))
+            .select(payments::paid_at)
+            .first::<NaiveDateTime>(conn)
+            .await
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        query = query.filter(
+            payments::paid_at
+                .lt(paid)
+                .or(payments::paid_at.eq(paid).and(payments::id.lt(after))),
+        );
+    }
+    query
         .order((payments::paid_at.desc(), payments::id.desc()))
+        .limit(page.limit())
         .select(PaymentRow::as_select())
         .load(conn)
         .await
+        .map(Some)
 }

@@ -141,6 +141,20 @@ where
     Ok(rows.unwrap_or_default().into_iter().map(wrap).collect())
 }
 
+/// The row under `key`, if there is one, wrapped as its GraphQL type.
+pub async fn load_optional<L, K, R, T>(
+    loader: &DataLoader<L>,
+    key: K,
+    wrap: impl Fn(R) -> T,
+) -> async_graphql::Result<Option<T>>
+where
+    L: Loader<K, Value = R, Error = Arc<AppError>>,
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    let row = loader.load_one(key).await.map_err(shared_error)?;
+    Ok(row.map(wrap))
+}
+
 /// The row a foreign key promises is there, wrapped as its GraphQL type.
 pub async fn load_required<L, K, R, T>(
     loader: &DataLoader<L>,

@@ -8,6 +8,7 @@ pub mod guard;
 mod introspection;
 mod loading;
 pub mod nesting;
+pub mod paging;
 pub mod scalars;
 
 use std::sync::Arc;

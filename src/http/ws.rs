@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::future::OptionFuture;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -255,9 +256,13 @@ pub async fn serve(socket: WebSocket, context: Context) {
         initialised: false,
         bearer: bearer.0,
     };
-    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
-    tokio::pin!(init_deadline);
+    // Boxed and dropped once the client has said connection_init, so that
+    // an idle subscriber does not keep a timer for its whole life.
+    let mut init_deadline = Some(Box::pin(tokio::time::sleep(INIT_TIMEOUT)));
     loop {
+        if connection.initialised {
+            init_deadline = None;
+        }
         let outgoing = tokio::select! {
             message = incoming.next() => {
                 let data = match message {
@@ -288,7 +293,7 @@ pub async fn serve(socket: WebSocket, context: Context) {
                 Some(WsMessage::Close(code, reason)) => close(code, &reason),
                 None => break,
             },
-            () = &mut init_deadline, if !connection.initialised => {
+            Some(()) = OptionFuture::from(init_deadline.as_mut()) => {
                 close(4408, "Connection initialisation timeout")
             }
             Some((id, event)) = connection.live.next() => connection.frame(id, event),

@@ -4,12 +4,13 @@
 use async_graphql::{Context, ID, Object, Result};
 use uuid::Uuid;
 
-use super::loader::EntriesOfUser;
+use super::loader::{EntriesOfUser, UserKey};
 use super::model::{BalanceEntryRow, EntryKind, UserRow};
 use super::service;
 use crate::booking::graphql::{Payment, Reservation};
 use crate::booking::loader::{PaymentsOfUser, ReservationsOfUser};
-use crate::graphql::context::{AppContext, load_list};
+use crate::graphql::context::{AppContext, load_list, load_optional};
+use crate::graphql::paging::Page;
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
 
@@ -30,32 +31,58 @@ impl User {
         self.0.balance.clone().into()
     }
 
-    /// Every change to the balance, newest first; the first entry's balanceAfter equals balance.
-    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
-    async fn balance_history(&self, ctx: &Context<'_>) -> Result<Vec<BalanceEntry>> {
-        load_list(
-            ctx.scope().wallet(),
-            EntriesOfUser(self.0.id.0),
-            BalanceEntry,
-        )
-        .await
+    /// Newest first: at most `first` entries (1 to 100; 50 when omitted), those older than the entry whose id is `after`. The newest entry's balanceAfter equals balance.
+    #[graphql(complexity = "crate::graphql::paging::cost(first, child_complexity)")]
+    async fn balance_history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> Result<Vec<BalanceEntry>> {
+        let page = Page::new(first, after.as_ref().map(|id| id.as_str()), |id| {
+            id.parse().ok()
+        })?;
+        let key = EntriesOfUser {
+            user: self.0.id.0,
+            page,
+        };
+        load_list(ctx.scope().wallet(), key, BalanceEntry).await
     }
 
-    /// Every reservation the user made, newest first.
-    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
-    async fn reservations(&self, ctx: &Context<'_>) -> Result<Vec<Reservation>> {
-        load_list(
-            ctx.scope().booking(),
-            ReservationsOfUser(self.0.id.0),
-            Reservation,
-        )
-        .await
+    /// Newest first: at most `first` (1 to 100; 50 when omitted), those older than the reservation whose id is `after`.
+    #[graphql(complexity = "crate::graphql::paging::cost(first, child_complexity)")]
+    async fn reservations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> Result<Vec<Reservation>> {
+        let page = Page::new(first, after.as_ref().map(|id| id.as_str()), |id| {
+            id.parse().ok()
+        })?;
+        let key = ReservationsOfUser {
+            user: self.0.id.0,
+            page,
+        };
+        load_list(ctx.scope().booking(), key, Reservation).await
     }
 
-    /// Every completed payment, newest first.
-    #[graphql(complexity = "crate::graphql::other_list_cost(child_complexity)")]
-    async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
-        load_list(ctx.scope().booking(), PaymentsOfUser(self.0.id.0), Payment).await
+    /// Newest first: at most `first` (1 to 100; 50 when omitted), those older than the payment whose id is `after`.
+    #[graphql(complexity = "crate::graphql::paging::cost(first, child_complexity)")]
+    async fn payments(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> Result<Vec<Payment>> {
+        let page = Page::new(first, after.as_ref().map(|id| id.as_str()), |id| {
+            id.parse().ok()
+        })?;
+        let key = PaymentsOfUser {
+            user: self.0.id.0,
+            page,
+        };
+        load_list(ctx.scope().booking(), key, Payment).await
     }
 }
 
@@ -93,7 +120,7 @@ impl WalletQuery {
     /// A user by id (no token needed); null if there is none.
     #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
     async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<User>> {
-        Ok(service::find(&ctx.app().pool, id).await?.map(User))
+        load_optional(ctx.scope().wallet(), UserKey(id), User).await
     }
 }
 

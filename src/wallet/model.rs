@@ -10,6 +10,7 @@ use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use crate::db::schema::{balance_entries, idempotency_keys, users};
 use crate::db::{DbUuid, Prepared};
+use crate::graphql::paging::Page;
 use crate::text_enum;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -78,6 +79,17 @@ pub async fn find_user(
         .first(conn)
         .await
         .optional()
+}
+
+pub async fn users_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<UserRow>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select(UserRow::as_select())
+        .load(conn)
+        .await
 }
 
 pub async fn existing_user_ids(
@@ -170,17 +182,35 @@ pub async fn record_entry(
     .map(drop)
 }
 
-/// Entries of these users, newest first.
-pub async fn entries_of_users(
+/// One page of a user's entries, newest first (ids grow as entries are
+/// written); `None` when `after` is no entry of the user's.
+pub async fn entries_page(
     conn: &mut AsyncMysqlConnection,
-    users: &[DbUuid],
-) -> QueryResult<Vec<BalanceEntryRow>> {
-    balance_entries::table
-        .filter(balance_entries::user_id.eq_any(users))
+    user: DbUuid,
+    page: Page<u64>,
+) -> QueryResult<Option<Vec<BalanceEntryRow>>> {
+    let mut query = balance_entries::table
+        .filter(balance_entries::user_id.eq(user))
+        .into_boxed();
+    if let Some(after) = page.after {
+        let known: i64 = balance_entries::table
+            .filter(balance_entries::id.eq(after))
+            .filter(balance_entries::user_id.eq(user))
+            .count()
+            .get_result(conn)
+            .await?;
+        if known == 0 {
+            return Ok(None);
+        }
+        query = query.filter(balance_entries::id.lt(after));
+    }
+    query
         .order(balance_entries::id.desc())
+        .limit(page.limit())
         .select(BalanceEntryRow::as_select())
         .load(conn)
         .await
+        .map(Some)
 }
 
 /// Records that an idempotency key was used (by a payment, for PAY keys).

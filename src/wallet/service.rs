@@ -104,13 +104,6 @@ pub async fn register(pool: &DbPool, name: &str, now: NaiveDateTime) -> AppResul
     .await
 }
 
-pub async fn find(pool: &DbPool, id: Uuid) -> AppResult<Option<UserRow>> {
-    db::run(pool, move |conn| {
-        async move { Ok(model::find_user(conn, DbUuid(id)).await?) }.boxed()
-    })
-    .await
-}
-
 /// `chargeBalance`: adds `amount` once per idempotency key and answers the
 /// user as they are after the call.
 pub async fn charge(
