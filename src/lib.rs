@@ -12,6 +12,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod money;
 pub mod queue;
 pub mod secrets;

@@ -515,6 +515,13 @@ async fn past_max_in_flight_requests_are_refused_at_once_and_health_answers() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200, "health stays outside the bound");
+    let metrics = scrape(&server).await;
+    let refusals = ["reason=\"in_flight\""];
+    assert!(
+        series(&metrics, "ticket_reservation_refusals_total", &refusals) >= 1.0,
+        "{metrics}"
+    );
+    assert!(series(&metrics, "ticket_reservation_requests_in_flight", &[]) >= 2.0);
 
     holder.batch_execute("ROLLBACK").await.unwrap();
     for charge in waiting {
@@ -549,4 +556,74 @@ async fn upgrade_status(addr: SocketAddr) -> u16 {
         Err(Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("the upgrade failed: {other}"),
     }
+}
+
+/// What /metrics says now.
+async fn scrape(server: &TestServer) -> String {
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The value of the series `name` whose labels include all of `labels`
+/// (summed over the series that match; 0 when there is none).
+fn series(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_root_field_and_code_with_their_latency() {
+    let server = TestServer::start().await;
+    let total = "ticket_reservation_graphql_requests_total";
+    let ok = ["operation=\"registerUser\"", "code=\"ok\""];
+    let before = series(&scrape(&server).await, total, &ok);
+    common::fixtures::register(&server, "counted").await;
+    server
+        .gql(
+            "mutation { registerUser(name: \"\\u0000\") { id } }",
+            json!({}),
+            None,
+        )
+        .await
+        .expect_code("INVALID_INPUT");
+    let deep = format!(
+        "{{ __typename(x: {}1{}) }}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    server
+        .gql(&deep, json!({}), None)
+        .await
+        .expect_code("LIMIT_EXCEEDED");
+
+    let text = scrape(&server).await;
+    assert!(series(&text, total, &ok) >= before + 1.0, "{text}");
+    let invalid = ["operation=\"registerUser\"", "code=\"INVALID_INPUT\""];
+    assert!(series(&text, total, &invalid) >= 1.0, "{text}");
+    let refused = ["operation=\"refused\"", "code=\"LIMIT_EXCEEDED\""];
+    assert!(series(&text, total, &refused) >= 1.0, "{text}");
+    let latency = "ticket_reservation_graphql_request_seconds_count";
+    assert!(
+        series(&text, latency, &["operation=\"registerUser\""]) >= 2.0,
+        "{text}"
+    );
+    assert!(text.contains("ticket_reservation_graphql_request_seconds_bucket"));
+    assert!(series(&text, "ticket_reservation_sql_statements_total", &[]) > 0.0);
+    // No label takes a value the client chose: an operation name is not one.
+    server
+        .gql("query ClientChosenName { __typename }", json!({}), None)
+        .await;
+    assert!(!scrape(&server).await.contains("ClientChosenName"));
 }

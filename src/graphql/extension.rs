@@ -5,12 +5,13 @@
 //! argument coercion, limits) arrives without one and is classified here.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
     NextSubscribe, NextValidation,
 };
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{ExecutableDocument, Selection};
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -43,6 +44,8 @@ impl ExtensionFactory for RequestSetupFactory {
         Arc::new(RequestSetup {
             documents: Arc::clone(&self.documents),
             query: Mutex::new(None),
+            started: Instant::now(),
+            root_fields: Mutex::new(Vec::new()),
         })
     }
 }
@@ -51,51 +54,71 @@ pub struct RequestSetup {
     documents: Arc<DocumentCache>,
     /// This request's query text, when it is one the cache keeps.
     query: Mutex<Option<String>>,
+    started: Instant,
+    /// Each operation's name and its first root field, for /metrics.
+    root_fields: Mutex<Vec<(Option<String>, String)>>,
 }
 
 impl RequestSetup {
     fn cached_query(&self) -> Option<String> {
         self.query.lock().ok()?.clone()
     }
-}
 
-#[async_trait::async_trait]
-impl Extension for RequestSetup {
-    /// Every request, over HTTP or a websocket, gets its own instant and
-    /// dataloaders; oversized queries, and queries nested deep enough to
-    /// overflow the parser's stack, stop here, before it runs.
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        if request.query.len() > MAX_QUERY_BYTES {
-            return Err(coded(
-                ServerError::new(
-                    format!("the query is larger than {MAX_QUERY_BYTES} bytes"),
-                    None,
-                ),
-                "LIMIT_EXCEEDED",
-            ));
+    fn note_root_fields(&self, document: &ExecutableDocument) {
+        if let Ok(mut noted) = self.root_fields.lock() {
+            *noted = document
+                .operations
+                .iter()
+                .map(|(name, operation)| {
+                    let root = match operation.node.selection_set.node.items.first() {
+                        Some(selection) => match &selection.node {
+                            Selection::Field(field) => field.node.name.node.to_string(),
+                            _ => "fragment".to_owned(),
+                        },
+                        None => "none".to_owned(),
+                    };
+                    (name.map(|name| name.to_string()), root)
+                })
+                .collect();
         }
-        if nests_deeper_than(&request.query, MAX_NESTING) {
-            return Err(coded(
-                ServerError::new(
-                    format!("the query nests deeper than {MAX_NESTING} levels"),
-                    None,
-                ),
-                "LIMIT_EXCEEDED",
-            ));
-        }
-        let state = ctx
-            .data::<AppState>()
-            .map_err(|e| e.into_server_error(Default::default()))?;
-        let request = request.data(RequestScope::new(state, clock::now()));
-        next.run(ctx, request).await.map_err(classify)
     }
 
-    async fn parse_query(
+    /// The executed operation's first root field. Validation has passed by
+    /// then, so it is a field of the schema: the label's values are bounded.
+    fn operation_label(&self, operation_name: Option<&str>) -> String {
+        let Ok(noted) = self.root_fields.lock() else {
+            return "unknown".to_owned();
+        };
+        let chosen = match operation_name {
+            Some(wanted) => noted
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(wanted)),
+            None => noted.first(),
+        };
+        chosen.map_or_else(|| "unknown".to_owned(), |(_, root)| root.clone())
+    }
+
+    /// Counts a request refused before it ran (a limit, a syntax or
+    /// validation error), under the operation label `refused`.
+    fn record_refused(&self, error: &ServerError) {
+        crate::metrics::record_request(
+            "refused".to_owned(),
+            code_of(error),
+            self.started.elapsed(),
+        );
+    }
+}
+
+impl RequestSetup {
+    /// Records a refusal and hands the error on.
+    fn refused(&self, error: ServerError) -> ServerError {
+        self.record_refused(&error);
+        error
+    }
+
+    /// The parsed document: from the cache when the text is known, else
+    /// parsed and checked against the introspection budget.
+    async fn parsed(
         &self,
         ctx: &ExtensionContext<'_>,
         query: &str,
@@ -117,6 +140,69 @@ impl Extension for RequestSetup {
         self.documents.remember(query, &document);
         Ok(document)
     }
+}
+
+fn code_of(error: &ServerError) -> String {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .map_or_else(
+            || "INTERNAL".to_owned(),
+            |code| code.to_string().trim_matches('"').to_owned(),
+        )
+}
+
+#[async_trait::async_trait]
+impl Extension for RequestSetup {
+    /// Every request, over HTTP or a websocket, gets its own instant and
+    /// dataloaders; oversized queries, and queries nested deep enough to
+    /// overflow the parser's stack, stop here, before it runs.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if request.query.len() > MAX_QUERY_BYTES {
+            return Err(self.refused(coded(
+                ServerError::new(
+                    format!("the query is larger than {MAX_QUERY_BYTES} bytes"),
+                    None,
+                ),
+                "LIMIT_EXCEEDED",
+            )));
+        }
+        if nests_deeper_than(&request.query, MAX_NESTING) {
+            return Err(self.refused(coded(
+                ServerError::new(
+                    format!("the query nests deeper than {MAX_NESTING} levels"),
+                    None,
+                ),
+                "LIMIT_EXCEEDED",
+            )));
+        }
+        let state = ctx
+            .data::<AppState>()
+            .map_err(|e| e.into_server_error(Default::default()))?;
+        let request = request.data(RequestScope::new(state, clock::now()));
+        next.run(ctx, request).await.map_err(classify)
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = self
+            .parsed(ctx, query, variables, next)
+            .await
+            .map_err(|error| self.refused(error))?;
+        self.note_root_fields(&document);
+        Ok(document)
+    }
 
     async fn validation(
         &self,
@@ -127,10 +213,12 @@ impl Extension for RequestSetup {
         if let Some(result) = query.as_deref().and_then(|q| self.documents.validation(q)) {
             return Ok(result);
         }
-        let result = next
-            .run(ctx)
-            .await
-            .map_err(|errors| errors.into_iter().map(classify).collect::<Vec<_>>())?;
+        let result = next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| self.refused(classify(error)))
+                .collect::<Vec<_>>()
+        })?;
         if let Some(query) = query {
             self.documents.remember_validation(&query, result);
         }
@@ -147,7 +235,17 @@ impl Extension for RequestSetup {
             Some(scope) => scope.batches.drive(next.run(ctx, operation_name)).await,
             None => next.run(ctx, operation_name).await,
         };
-        classify_response(response)
+        let response = classify_response(response);
+        let code = response
+            .errors
+            .first()
+            .map_or_else(|| "ok".to_owned(), code_of);
+        crate::metrics::record_request(
+            self.operation_label(operation_name),
+            code,
+            self.started.elapsed(),
+        );
+        response
     }
 
     fn subscribe<'s>(

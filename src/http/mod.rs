@@ -56,6 +56,7 @@ struct HttpState {
 }
 
 pub fn router(app: AppState) -> Router {
+    crate::metrics::install();
     let schema = graphql::build_schema(app.clone());
     let max_in_flight = app.config.max_in_flight as usize;
     let websockets = Arc::new(Semaphore::new(app.config.max_websockets as usize));
@@ -71,9 +72,12 @@ pub fn router(app: AppState) -> Router {
         // the next is refused at once rather than queued, so a rush cannot
         // make everyone (and the health checks) wait. Health, metrics and
         // GraphiQL stay outside the bound.
+        .route_layer(axum::middleware::from_fn(in_flight))
         .route_layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded() }))
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    overloaded("in_flight")
+                }))
                 .layer(LoadShedLayer::new())
                 .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
         )
@@ -238,8 +242,9 @@ impl IntoResponse for UnreadableQueryString {
     }
 }
 
-/// 503 OVERLOADED, with a hint of when to try again.
-fn overloaded() -> Response {
+/// 503 OVERLOADED, with a hint of when to try again; counted by `reason`.
+fn overloaded(reason: &'static str) -> Response {
+    crate::metrics::record_refusal(reason);
     let mut response = graphql_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "OVERLOADED",
@@ -322,7 +327,7 @@ async fn graphql_ws(
     };
     // Held for the connection's life.
     let Ok(open) = Arc::clone(&state.websockets).try_acquire_owned() else {
-        return overloaded();
+        return overloaded("websockets");
     };
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
@@ -380,65 +385,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// A few gauges and counters in the Prometheus text format, for operators
-/// and for the benchmarks' statements-per-operation figures.
+/// The Prometheus text format: see `crate::metrics`.
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let app = &state.app;
-    let line = app.queue.last_snapshot().counters;
-    let pool = app.pool.status();
-    let samples = [
-        (
-            "sql_statements_total",
-            "counter",
-            "SQL statements sent",
-            app.db_monitor.statements(),
-        ),
-        (
-            "admission_turns_total",
-            "counter",
-            "admission turns this process ran",
-            app.queue
-                .admission_turns
-                .load(std::sync::atomic::Ordering::Relaxed),
-        ),
-        (
-            "queue_subscribers",
-            "gauge",
-            "live queueStatus subscriptions",
-            app.queue.subscriber_count(),
-        ),
-        (
-            "queue_last_issued_seq",
-            "gauge",
-            "the newest token's number, as last read",
-            line.last_issued_seq,
-        ),
-        (
-            "queue_admitted_through_seq",
-            "gauge",
-            "tokens admitted through this number, as last read",
-            line.admitted_through_seq,
-        ),
-        (
-            "db_pool_connections",
-            "gauge",
-            "open database connections",
-            pool.size as u64,
-        ),
-        (
-            "db_pool_idle",
-            "gauge",
-            "idle database connections",
-            pool.available as u64,
-        ),
-    ];
-    let text: String = samples
-        .iter()
-        .map(|(name, kind, help, value)| {
-            format!("# HELP ticket_reservation_{name} {help}\n# TYPE ticket_reservation_{name} {kind}\nticket_reservation_{name} {value}\n")
-        })
-        .collect();
+    let text = crate::metrics::render(&state.app);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Counts the requests that got past the in-flight bound while they run.
+async fn in_flight(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let _counted = crate::metrics::InFlight::start();
+    next.run(request).await
 }
 
 async fn graphiql() -> Html<&'static str> {
