@@ -27,6 +27,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -96,7 +97,7 @@ pub fn router(app: AppState) -> Router {
             bare_refusals_as_graphql_errors,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
 }
 
 fn bearer_of(headers: &HeaderMap) -> Bearer {
@@ -389,6 +390,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 async fn metrics(State(state): State<HttpState>) -> Response {
     let text = crate::metrics::render(&state.app);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A failed response in the log, except refusals under overload: those are
+/// counted in /metrics, and a line each would flood the log (and spend the
+/// CPU the refusal was meant to save) exactly when the server is busiest.
+fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    match failure {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {}
+        failure => tracing::error!(%failure, ?latency, "response failed"),
+    }
 }
 
 /// Counts the requests that got past the in-flight bound while they run.
