@@ -37,7 +37,21 @@ pub fn spawn_until(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle
         supervise("hold sweep", stop.clone(), move |stop| {
             sweep_loop(sweeping.clone(), stop)
         }),
+        supervise("metrics upkeep", stop.clone(), metrics_upkeep_loop),
     ]
+}
+
+/// How often the metrics recorder folds its samples into its buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn metrics_upkeep_loop(stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => crate::metrics::upkeep(),
+        }
+    }
 }
 
 /// Runs the loop that `start` makes on a task of its own, and starts it

@@ -48,6 +48,15 @@ pub fn install() {
     }
 }
 
+/// Drains the histograms' raw samples into their buckets. The recorder
+/// keeps every sample until this runs, so a server nobody scrapes would
+/// grow without bound; the background jobs call it every few seconds.
+pub fn upkeep() {
+    if let Some(handle) = handle() {
+        handle.run_upkeep();
+    }
+}
+
 /// One answered GraphQL request: its root field (bounded by the schema,
 /// never a name the client made up), its code (`ok` without error) and how
 /// long it took.
