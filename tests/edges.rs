@@ -74,16 +74,7 @@ async fn queries_nested_3000_deep_are_refused_on_every_path() {
         posted.expect_code("LIMIT_EXCEEDED");
         assert!(posted.message().contains("64"), "{shape}: {}", posted.0);
 
-        let got: Value = server
-            .http
-            .get(server.url("/graphql"))
-            .query(&[("query", &query)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = server.get_query(&query).await;
         assert_eq!(
             got["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED",
             "GET, {shape}: {got}"
@@ -131,16 +122,7 @@ async fn an_operation_name_that_names_no_operation_gets_a_code() {
     ];
     for (query, name) in cases {
         let body = json!({"query": query, "operationName": name});
-        let answer: Value = server
-            .http
-            .post(server.url("/graphql"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = server.post_json(&body).await;
         assert_eq!(
             answer["errors"][0]["extensions"]["code"], "INVALID_INPUT",
             "{query} / {name:?}: {answer}"

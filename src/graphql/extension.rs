@@ -143,14 +143,14 @@ impl RequestSetup {
 }
 
 fn code_of(error: &ServerError) -> String {
-    error
+    match error
         .extensions
         .as_ref()
         .and_then(|extensions| extensions.get("code"))
-        .map_or_else(
-            || "INTERNAL".to_owned(),
-            |code| code.to_string().trim_matches('"').to_owned(),
-        )
+    {
+        Some(async_graphql::Value::String(code)) => code.clone(),
+        _ => "INTERNAL".to_owned(),
+    }
 }
 
 #[async_trait::async_trait]

@@ -52,7 +52,8 @@ const MAX_DEPTH: usize = 20;
 pub(crate) const MAX_COMPLEXITY: usize = 100_000;
 /// Seats a date has at most.
 const SEATS_COST: usize = 50;
-/// Items reckoned for any other list (concerts, dates, a user's history).
+/// Items reckoned for any other list (concerts, dates); a page of a
+/// user's history counts its `first` (see `paging::cost`).
 const LIST_COST: usize = 10;
 /// A top-level lookup that takes a database round trip of its own
 /// (`user(id)`): at most 250 of them in one query.
@@ -73,7 +74,7 @@ pub fn seats_cost(each: usize) -> usize {
     list_cost(SEATS_COST, each)
 }
 
-/// The cost of any other list (concerts, dates, a user's history).
+/// The cost of any other list (concerts, dates).
 pub fn other_list_cost(each: usize) -> usize {
     list_cost(LIST_COST, each)
 }

@@ -193,6 +193,32 @@ impl TestServer {
         Gql(response.json().await.expect("a JSON answer"))
     }
 
+    /// POSTs a request body as it is (an operationName, say); the answer.
+    pub async fn post_json(&self, body: &Value) -> Value {
+        let response = self.http.post(self.url("/graphql")).json(body).send();
+        response
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// `GET /graphql?query=`; the answer.
+    pub async fn get_query(&self, query: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url("/graphql"))
+            .query(&[("query", query)])
+            .send();
+        response
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// SQL statements the server has sent since it started.
     pub fn statements(&self) -> u64 {
         self.state.db_monitor.statements()
