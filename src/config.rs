@@ -121,6 +121,18 @@ pub struct Config {
     )]
     pub max_websockets: u32,
 
+    /// How long one request (over HTTP) or one operation's answer (over a
+    /// websocket) may take before it is stopped, in milliseconds.
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_MS",
+        value_name = "REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u32).range(100..=600_000),
+        global = true
+    )]
+    pub request_timeout_ms: u32,
+
     /// Load the demo catalogue into an empty catalogue (`true` or `false`).
     #[arg(
         long,
@@ -205,6 +217,10 @@ impl Config {
 
     pub fn active_token_duration(&self) -> Duration {
         Duration::from_secs(u64::from(self.active_token_seconds))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.into())
     }
 
     pub fn admit_interval(&self) -> Duration {

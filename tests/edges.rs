@@ -360,3 +360,85 @@ async fn one_cap_counts_every_operation_of_a_connection() {
         }
     }
 }
+
+/// The code of the first error in a websocket message, whichever way the
+/// protocol framed it (`next` with errors, or `error`).
+fn ws_error_code(message: &Value) -> Option<&str> {
+    let payload = &message["payload"];
+    payload["errors"][0]["extensions"]["code"]
+        .as_str()
+        .or_else(|| payload[0]["extensions"]["code"].as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_past_its_time_bound_ends_and_the_connection_carries_on() {
+    use diesel_async::RunQueryDsl;
+
+    let server = TestServer::with_settings(|config| {
+        config.max_active_tokens = 1;
+        config.request_timeout_ms = 500;
+    })
+    .await;
+    let user = common::fixtures::register(&server, "patient").await;
+    let token = token_in_line(&server).await;
+
+    // Another session takes the tables every answer below reads, so each
+    // waits (a metadata lock wait lasts a day) until the bound stops it.
+    let mut locker = server.db.connect().await;
+    diesel::sql_query("LOCK TABLES users WRITE, queue_state WRITE, queue_tokens WRITE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let mut ws = acknowledged(&server).await;
+    let balance = "query($id: UUID!) { user(id: $id) { balance } }";
+    ws.subscribe("general", balance, json!({"id": user})).await;
+    let follow = "subscription($t: String!) { queueStatus(token: $t) { status position } }";
+    ws.subscribe("fast", follow, json!({"t": token})).await;
+    let mut ended = std::collections::BTreeMap::new();
+    while ended.len() < 2 {
+        let message = ws
+            .next()
+            .await
+            .expect("an answer while the tables are locked");
+        let id = message["id"].as_str().unwrap_or_default().to_owned();
+        if let Some(code) = ws_error_code(&message) {
+            ended.insert(id, code.to_owned());
+        }
+    }
+    assert_eq!(ended.get("general").map(String::as_str), Some("INTERNAL"));
+    assert_eq!(ended.get("fast").map(String::as_str), Some("INTERNAL"));
+
+    // Over HTTP the same bound answers 408.
+    let response = server
+        .http
+        .post(server.url("/graphql"))
+        .json(&json!({"query": balance, "variables": {"id": user}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "INTERNAL",
+        "{answer}"
+    );
+
+    diesel::sql_query("UNLOCK TABLES")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    // The connection is still open and serves the next operation.
+    ws.subscribe("after", balance, json!({"id": user})).await;
+    loop {
+        let message = ws.next().await.expect("the connection carries on");
+        if message["id"] == "after" && message["type"] == "next" {
+            assert_eq!(
+                message["payload"]["data"]["user"]["balance"], "0.00",
+                "{message}"
+            );
+            break;
+        }
+    }
+    still_answers(&server).await;
+}

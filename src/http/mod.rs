@@ -22,7 +22,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -40,8 +42,6 @@ use crate::graphql::{self, AppSchema};
 
 /// The largest request body accepted; a GraphQL request is a few KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Requests taking longer than this are answered 408 and dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Websocket buffers: messages here are small, and a subscriber should cost
 /// a few KiB, not the 128 KiB tungstenite reserves by default.
 const WS_READ_BUFFER: usize = 256;
@@ -54,17 +54,49 @@ struct HttpState {
     schema: AppSchema,
     /// One permit per open websocket, up to MAX_WEBSOCKETS.
     websockets: Arc<Semaphore>,
+    /// The runtime that does the GraphQL and database work; see `on_workers`.
+    work: Handle,
 }
 
+impl HttpState {
+    /// Runs a request's GraphQL work, and the encoding of its answer, on
+    /// the work runtime. The server answers HTTP on a runtime of its own
+    /// (`crate::server`), so that however busy the workers are, a refusal
+    /// or a health check is answered by a thread that is free. If the
+    /// client goes away or the request times out, the work is aborted, as
+    /// it would be had it run here.
+    async fn on_workers(&self, request: async_graphql::Request) -> Response {
+        let schema = graphql::CodedSchema(self.schema.clone());
+        let work = self.work.spawn(async move {
+            GraphQLResponse::from(schema.execute(request).await).into_response()
+        });
+        match AbortOnDropHandle::new(work).await {
+            Ok(response) => response,
+            Err(error) if error.is_panic() => panic_response(error.into_panic()),
+            Err(_) => graphql_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OVERLOADED",
+                "the server is shutting down; try again",
+            ),
+        }
+    }
+}
+
+/// The whole HTTP surface. Called on the runtime that is to do the GraphQL
+/// and database work: requests are handed to it (`Handle::current()`),
+/// whichever runtime serves the connections.
 pub fn router(app: AppState) -> Router {
     crate::metrics::install();
     let schema = graphql::build_schema(app.clone());
     let max_in_flight = app.config.max_in_flight as usize;
     let websockets = Arc::new(Semaphore::new(app.config.max_websockets as usize));
+    // Requests taking longer than this are answered 408 and dropped.
+    let request_timeout = app.config.request_timeout();
     let state = HttpState {
         app,
         schema,
         websockets,
+        work: Handle::current(),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -91,9 +123,10 @@ pub fn router(app: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            request_timeout,
         ))
-        .layer(axum::middleware::map_response(
+        .layer(axum::middleware::map_response_with_state(
+            request_timeout,
             bare_refusals_as_graphql_errors,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -121,12 +154,7 @@ async fn graphql_post(
         Ok(request) => request.data(bearer_of(&headers)),
         Err(refusal) => return refusal.into_response(),
     };
-    GraphQLResponse::from(
-        graphql::CodedSchema(state.schema.clone())
-            .execute(request)
-            .await,
-    )
-    .into_response()
+    state.on_workers(request).await
 }
 
 /// Why a POST body holds no GraphQL request.
@@ -209,13 +237,7 @@ async fn graphql_get(
             "mutations and subscriptions need POST /graphql or the websocket",
         );
     }
-    let request = request.data(bearer_of(&headers));
-    GraphQLResponse::from(
-        graphql::CodedSchema(state.schema.clone())
-            .execute(request)
-            .await,
-    )
-    .into_response()
+    state.on_workers(request.data(bearer_of(&headers))).await
 }
 
 /// A refusal outside any operation, shaped like the errors of one so that a
@@ -273,7 +295,11 @@ fn body_too_large() -> Response {
 /// themselves, with an empty or plain-text body: a body over the cap (413),
 /// a request past the time limit (408), a method the path does not take
 /// (405). Answer those as GraphQL errors too.
-async fn bare_refusals_as_graphql_errors(uri: Uri, response: Response) -> Response {
+async fn bare_refusals_as_graphql_errors(
+    State(request_timeout): State<Duration>,
+    uri: Uri,
+    response: Response,
+) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -287,8 +313,8 @@ async fn bare_refusals_as_graphql_errors(uri: Uri, response: Response) -> Respon
             StatusCode::REQUEST_TIMEOUT,
             "INTERNAL",
             &format!(
-                "the request took longer than {} s and was stopped",
-                REQUEST_TIMEOUT.as_secs()
+                "the request took longer than {} ms and was stopped",
+                request_timeout.as_millis()
             ),
         ),
         StatusCode::METHOD_NOT_ALLOWED => graphql_error(
@@ -342,11 +368,16 @@ async fn graphql_ws(
                 queue: Arc::clone(&state.app.queue),
                 stop: lifecycle.stop.clone(),
                 bearer,
+                operation_timeout: state.app.config.request_timeout(),
             };
-            lifecycle.connections.track_future(async move {
-                ws::serve(socket, context).await;
-                drop(open);
-            })
+            // The connection lives on the work runtime, with the work it asks for.
+            state
+                .work
+                .spawn(lifecycle.connections.track_future(async move {
+                    ws::serve(socket, context).await;
+                    drop(open);
+                }));
+            std::future::ready(())
         })
 }
 
@@ -359,8 +390,16 @@ async fn healthz() -> &'static str {
 const MISSED_TURNS_BEFORE_UNREADY: u32 = 5;
 
 /// 200 while the database answers a query and the admission loop turns,
-/// 503 otherwise.
+/// 503 otherwise. The check runs on the work runtime, where the pool lives.
 async fn readyz(State(state): State<HttpState>) -> Response {
+    let work = state.work.clone();
+    match AbortOnDropHandle::new(work.spawn(readiness(state))).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
+    }
+}
+
+async fn readiness(state: HttpState) -> Response {
     let patience = state.app.queue.settings.admit_interval * MISSED_TURNS_BEFORE_UNREADY;
     if let Some(silent) = state.app.queue.heartbeat.silent_for()
         && silent > patience

@@ -6,17 +6,20 @@
 //! here the way async-graphql frames its own.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
-use async_graphql::{Data, Response};
+use async_graphql::{Data, Executor, Request, Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::future::OptionFuture;
 use futures_util::stream::{self, BoxStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::time::Sleep;
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +93,8 @@ struct Connection {
     forwarded: HashSet<String>,
     initialised: bool,
     bearer: Option<String>,
+    /// How long an operation may take to give its first answer.
+    operation_timeout: Duration,
 }
 
 impl Connection {
@@ -186,7 +191,7 @@ impl Connection {
             self.bearer.clone(),
             request,
         );
-        let framed = responses
+        let framed = FirstWithin::new(responses, self.operation_timeout)
             .map(|response| Live::Next(Box::new(response)))
             .chain(stream::once(std::future::ready(Live::Complete)));
         self.live.insert(id, framed.boxed());
@@ -225,6 +230,8 @@ pub struct Context {
     /// The upgrade request's `Authorization: Bearer` token, if any; a token
     /// in the `connection_init` payload takes its place.
     pub bearer: Bearer,
+    /// `REQUEST_TIMEOUT_MS`: how long an operation may take to answer.
+    pub operation_timeout: Duration,
 }
 
 pub async fn serve(socket: WebSocket, context: Context) {
@@ -234,6 +241,7 @@ pub async fn serve(socket: WebSocket, context: Context) {
         queue,
         stop,
         bearer,
+        operation_timeout,
     } = context;
     let (mut sink, mut incoming) = socket.split();
     // futures' channel allocates per message, not a block of slots up front:
@@ -242,7 +250,10 @@ pub async fn serve(socket: WebSocket, context: Context) {
         futures_channel::mpsc::channel::<Vec<u8>>(MAX_QUEUED_MESSAGES);
     let upgrade_bearer = bearer.clone();
     let mut graphql = async_graphql::http::WebSocket::new(
-        crate::graphql::CodedSchema(schema.clone()),
+        TimedSchema {
+            schema: crate::graphql::CodedSchema(schema.clone()),
+            operation_timeout,
+        },
         graphql_input,
         protocol,
     )
@@ -255,6 +266,7 @@ pub async fn serve(socket: WebSocket, context: Context) {
         forwarded: HashSet::new(),
         initialised: false,
         bearer: bearer.0,
+        operation_timeout,
     };
     // Boxed and dropped once the client has said connection_init, so that
     // an idle subscriber does not keep a timer for its whole life.
@@ -308,6 +320,104 @@ pub async fn serve(socket: WebSocket, context: Context) {
             break;
         }
     }
+}
+
+/// The schema as async-graphql's websocket handler runs it: every operation
+/// it serves gets the same bound on its first answer as the fast path's.
+#[derive(Clone)]
+struct TimedSchema {
+    schema: crate::graphql::CodedSchema,
+    operation_timeout: Duration,
+}
+
+impl Executor for TimedSchema {
+    async fn execute(&self, request: Request) -> Response {
+        match tokio::time::timeout(self.operation_timeout, self.schema.execute(request)).await {
+            Ok(response) => response,
+            Err(_) => timed_out(self.operation_timeout),
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let responses = self.schema.execute_stream(request, session_data);
+        FirstWithin::new(responses, self.operation_timeout).boxed()
+    }
+}
+
+/// An operation's responses, the first of which must come within a bound:
+/// a query's or mutation's only answer, a subscription's state now. Later
+/// states of a subscription come when the state changes, which may be
+/// hours in a long line, so they are not bounded. Past the bound the
+/// operation ends with one error; the connection and its other operations
+/// carry on, and work already started on the database finishes on its own
+/// task (`db::run`), as if the client had hung up.
+struct FirstWithin {
+    responses: BoxStream<'static, Response>,
+    /// Until the first answer; dropped then, so a waiting subscriber keeps
+    /// no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    bound: Duration,
+    ended: bool,
+}
+
+impl FirstWithin {
+    fn new(responses: BoxStream<'static, Response>, bound: Duration) -> Self {
+        Self {
+            responses,
+            deadline: Some(Box::pin(tokio::time::sleep(bound))),
+            bound,
+            ended: false,
+        }
+    }
+}
+
+impl Stream for FirstWithin {
+    type Item = Response;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Response>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(next) = self.responses.poll_next_unpin(cx) {
+            self.deadline = None;
+            return Poll::Ready(next);
+        }
+        match self
+            .deadline
+            .as_mut()
+            .map(|deadline| deadline.as_mut().poll(cx))
+        {
+            Some(Poll::Ready(())) => {
+                self.ended = true;
+                self.deadline = None;
+                Poll::Ready(Some(timed_out(self.bound)))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// The answer of an operation stopped at its time bound.
+fn timed_out(bound: Duration) -> Response {
+    let mut error = ServerError::new(
+        format!(
+            "the operation took longer than {} ms and was stopped",
+            bound.as_millis()
+        ),
+        None,
+    );
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", "INTERNAL");
+    Response::from_errors(vec![error])
 }
 
 /// A Close frame whose reason fits the frame: cut at a character boundary.
