@@ -22,9 +22,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
-use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -54,37 +52,8 @@ struct HttpState {
     schema: AppSchema,
     /// One permit per open websocket, up to MAX_WEBSOCKETS.
     websockets: Arc<Semaphore>,
-    /// The runtime that does the GraphQL and database work; see `on_workers`.
-    work: Handle,
 }
 
-impl HttpState {
-    /// Runs a request's GraphQL work, and the encoding of its answer, on
-    /// the work runtime. The server answers HTTP on a runtime of its own
-    /// (`crate::server`), so that however busy the workers are, a refusal
-    /// or a health check is answered by a thread that is free. If the
-    /// client goes away or the request times out, the work is aborted, as
-    /// it would be had it run here.
-    async fn on_workers(&self, request: async_graphql::Request) -> Response {
-        let schema = graphql::CodedSchema(self.schema.clone());
-        let work = self.work.spawn(async move {
-            GraphQLResponse::from(schema.execute(request).await).into_response()
-        });
-        match AbortOnDropHandle::new(work).await {
-            Ok(response) => response,
-            Err(error) if error.is_panic() => panic_response(error.into_panic()),
-            Err(_) => graphql_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "OVERLOADED",
-                "the server is shutting down; try again",
-            ),
-        }
-    }
-}
-
-/// The whole HTTP surface. Called on the runtime that is to do the GraphQL
-/// and database work: requests are handed to it (`Handle::current()`),
-/// whichever runtime serves the connections.
 pub fn router(app: AppState) -> Router {
     crate::metrics::install();
     let schema = graphql::build_schema(app.clone());
@@ -96,7 +65,6 @@ pub fn router(app: AppState) -> Router {
         app,
         schema,
         websockets,
-        work: Handle::current(),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -154,7 +122,7 @@ async fn graphql_post(
         Ok(request) => request.data(bearer_of(&headers)),
         Err(refusal) => return refusal.into_response(),
     };
-    state.on_workers(request).await
+    execute(&state, request).await
 }
 
 /// Why a POST body holds no GraphQL request.
@@ -237,7 +205,12 @@ async fn graphql_get(
             "mutations and subscriptions need POST /graphql or the websocket",
         );
     }
-    state.on_workers(request.data(bearer_of(&headers))).await
+    execute(&state, request.data(bearer_of(&headers))).await
+}
+
+async fn execute(state: &HttpState, request: async_graphql::Request) -> Response {
+    let schema = graphql::CodedSchema(state.schema.clone());
+    GraphQLResponse::from(schema.execute(request).await).into_response()
 }
 
 /// A refusal outside any operation, shaped like the errors of one so that a
@@ -370,14 +343,10 @@ async fn graphql_ws(
                 bearer,
                 operation_timeout: state.app.config.request_timeout(),
             };
-            // The connection lives on the work runtime, with the work it asks for.
-            state
-                .work
-                .spawn(lifecycle.connections.track_future(async move {
-                    ws::serve(socket, context).await;
-                    drop(open);
-                }));
-            std::future::ready(())
+            lifecycle.connections.track_future(async move {
+                ws::serve(socket, context).await;
+                drop(open);
+            })
         })
 }
 
@@ -390,16 +359,8 @@ async fn healthz() -> &'static str {
 const MISSED_TURNS_BEFORE_UNREADY: u32 = 5;
 
 /// 200 while the database answers a query and the admission loop turns,
-/// 503 otherwise. The check runs on the work runtime, where the pool lives.
+/// 503 otherwise.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let work = state.work.clone();
-    match AbortOnDropHandle::new(work.spawn(readiness(state))).await {
-        Ok(response) => response,
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
-    }
-}
-
-async fn readiness(state: HttpState) -> Response {
     let patience = state.app.queue.settings.admit_interval * MISSED_TURNS_BEFORE_UNREADY;
     if let Some(silent) = state.app.queue.heartbeat.silent_for()
         && silent > patience
