@@ -91,24 +91,43 @@ const RULES: &[(&str, &str)] = &[
          FROM seats s LEFT JOIN reservations r ON r.id = s.held_by_reservation_id \
          WHERE s.status = 'HELD' AND (r.id IS NULL OR r.seat_id <> s.id OR r.status = 'PAID')",
     ),
+    (
+        "one user per JWT subject",
+        "SELECT CONCAT('subject ', subject, ' has ', COUNT(*), ' users') AS detail \
+         FROM users WHERE subject IS NOT NULL GROUP BY subject HAVING COUNT(*) > 1",
+    ),
 ];
+
+/// The settings whose limits the rows must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_active_tokens: u32,
+    pub max_tickets_per_user: u32,
+}
+
+impl Limits {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            max_active_tokens: config.max_active_tokens,
+            max_tickets_per_user: config.max_tickets_per_user,
+        }
+    }
+}
 
 pub async fn find_violations(
     pool: &DbPool,
-    max_active_tokens: u32,
+    limits: Limits,
     now: NaiveDateTime,
 ) -> AppResult<Vec<Violation>> {
-    db::run(pool, move |conn| {
-        violations_on(conn, max_active_tokens, now).boxed()
-    })
-    .await
+    db::run(pool, move |conn| violations_on(conn, limits, now).boxed()).await
 }
 
 async fn violations_on(
     conn: &mut AsyncMysqlConnection,
-    max_active_tokens: u32,
+    limits: Limits,
     now: NaiveDateTime,
 ) -> AppResult<Vec<Violation>> {
+    let max_active_tokens = limits.max_active_tokens;
     let mut violations = Vec::new();
     for (rule, sql) in RULES {
         let findings: Vec<Finding> = diesel::sql_query(*sql).load(conn).await?;
@@ -144,6 +163,22 @@ async fn violations_on(
     .await?;
     violations.extend(over_limit.into_iter().map(|finding| Violation {
         rule: "no more tokens are ACTIVE than MAX_ACTIVE_TOKENS",
+        detail: finding.detail,
+    }));
+    let over_tickets: Vec<Finding> = diesel::sql_query(
+        "SELECT CONCAT('user ', HEX(r.user_id), ' holds or owns ', COUNT(*), ' seats of date ', \
+                s.concert_date_id, ', above MAX_TICKETS_PER_USER=', ?) AS detail \
+         FROM reservations r JOIN seats s ON s.id = r.seat_id \
+         WHERE r.status = 'PAID' OR (r.status = 'HELD' AND r.held_until > ?) \
+         GROUP BY r.user_id, s.concert_date_id HAVING COUNT(*) > ?",
+    )
+    .bind::<Unsigned<BigInt>, _>(u64::from(limits.max_tickets_per_user))
+    .bind::<Datetime, _>(now)
+    .bind::<Unsigned<BigInt>, _>(u64::from(limits.max_tickets_per_user))
+    .load(conn)
+    .await?;
+    violations.extend(over_tickets.into_iter().map(|finding| Violation {
+        rule: "no user holds or owns more seats of a date than MAX_TICKETS_PER_USER",
         detail: finding.detail,
     }));
     Ok(violations)

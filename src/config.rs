@@ -97,6 +97,17 @@ pub struct Config {
     )]
     pub max_holds_per_user: u32,
 
+    /// Seats of one date that one user may hold and own together.
+    #[arg(
+        long,
+        env = "MAX_TICKETS_PER_USER",
+        value_name = "MAX_TICKETS_PER_USER",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        global = true
+    )]
+    pub max_tickets_per_user: u32,
+
     /// Requests (GraphQL and websocket upgrades) one process works on at
     /// once; more are refused at once with 503 OVERLOADED rather than queued.
     #[arg(
@@ -157,6 +168,56 @@ pub struct Config {
     )]
     pub token_secret: Option<TokenSecret>,
 
+    /// Who may act for a user: `open` (a user's id is its credential; for
+    /// demos and tests) or `jwt` (the subject of the site's own JWT).
+    #[arg(
+        long,
+        env = "AUTH_MODE",
+        value_name = "AUTH_MODE",
+        default_value = "open",
+        global = true
+    )]
+    pub auth_mode: AuthMode,
+
+    /// HS256 key of the site's JWTs (at least 32 characters).
+    #[arg(
+        long,
+        env = "AUTH_JWT_SECRET",
+        value_name = "AUTH_JWT_SECRET",
+        value_parser = parse_token_secret,
+        hide_env_values = true,
+        global = true
+    )]
+    pub auth_jwt_secret: Option<TokenSecret>,
+
+    /// Path of the PEM public key (RSA for RS256, P-256 for ES256) of the
+    /// site's JWTs.
+    #[arg(
+        long,
+        env = "AUTH_JWT_PUBLIC_KEY",
+        value_name = "AUTH_JWT_PUBLIC_KEY",
+        global = true
+    )]
+    pub auth_jwt_public_key: Option<std::path::PathBuf>,
+
+    /// When set, a JWT's `iss` must be this.
+    #[arg(
+        long,
+        env = "AUTH_JWT_ISSUER",
+        value_name = "AUTH_JWT_ISSUER",
+        global = true
+    )]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// When set, a JWT's `aud` must name this.
+    #[arg(
+        long,
+        env = "AUTH_JWT_AUDIENCE",
+        value_name = "AUTH_JWT_AUDIENCE",
+        global = true
+    )]
+    pub auth_jwt_audience: Option<String>,
+
     /// Which log lines to write, as a tracing filter (e.g. `info,tower_http=debug`).
     #[arg(
         long,
@@ -176,6 +237,13 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+}
+
+/// Who may act for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    Open,
+    Jwt,
 }
 
 /// Output format of the server's log lines.

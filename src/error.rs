@@ -13,6 +13,8 @@ pub type AppResult<T> = Result<T, AppError>;
 #[derive(Debug)]
 pub enum AppError {
     Unauthenticated(&'static str),
+    /// A valid credential that may not do this (another user's id).
+    Forbidden(&'static str),
     NotAdmitted {
         position: u64,
     },
@@ -21,6 +23,9 @@ pub enum AppError {
     InvalidInput(String),
     SeatUnavailable(&'static str),
     HoldLimit {
+        limit: u32,
+    },
+    TicketLimit {
         limit: u32,
     },
     HoldExpired,
@@ -73,7 +78,9 @@ impl AppError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::InvalidInput(_) => "INVALID_INPUT",
             Self::SeatUnavailable(_) => "SEAT_UNAVAILABLE",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::HoldLimit { .. } => "HOLD_LIMIT",
+            Self::TicketLimit { .. } => "TICKET_LIMIT",
             Self::HoldExpired => "HOLD_EXPIRED",
             Self::AlreadyPaid => "ALREADY_PAID",
             Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
@@ -100,7 +107,7 @@ impl AppError {
     /// the log.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Unauthenticated(why) => (*why).to_owned(),
+            Self::Unauthenticated(why) | Self::Forbidden(why) => (*why).to_owned(),
             Self::NotAdmitted { position } => {
                 format!("your token is still waiting in line at position {position}")
             }
@@ -113,6 +120,11 @@ impl AppError {
             Self::SeatUnavailable(why) => (*why).to_owned(),
             Self::HoldLimit { limit } => {
                 format!("you already hold {limit} seats; pay for them or let a hold lapse first")
+            }
+            Self::TicketLimit { limit } => {
+                format!(
+                    "you already hold or own {limit} seats of this date, the most one fan may have"
+                )
             }
             Self::HoldExpired => {
                 "the hold on a reservation has lapsed; hold the seat again if it is still free"
@@ -153,7 +165,9 @@ impl ErrorExtensions for AppError {
             extensions.set("code", self.code());
             match self {
                 Self::NotAdmitted { position } => extensions.set("position", *position),
-                Self::HoldLimit { limit } => extensions.set("limit", *limit),
+                Self::HoldLimit { limit } | Self::TicketLimit { limit } => {
+                    extensions.set("limit", *limit)
+                }
                 _ => {}
             }
         })

@@ -1,6 +1,7 @@
 //! `ticket-reservation`: a concert ticketing GraphQL server with a fair
 //! waiting line, seat holds that lapse, and exactly-once payment.
 
+pub mod accounts;
 pub mod batch;
 pub mod booking;
 pub mod catalogue;
@@ -21,6 +22,7 @@ pub mod wallet;
 
 use std::sync::Arc;
 
+use accounts::Accounts;
 use booking::service::BookingSettings;
 use catalogue::directory::SeatDirectory;
 use config::Config;
@@ -37,6 +39,8 @@ pub struct AppState {
     /// Connections of the background loops, whose lock waits are short.
     pub jobs_pool: DbPool,
     pub db_monitor: Arc<DbMonitor>,
+    /// Who may act for a user (`AUTH_MODE`).
+    pub accounts: Arc<Accounts>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
     /// The immutable facts of seats that holds need, kept in memory.
@@ -58,6 +62,8 @@ impl AppState {
     /// Prepares the database (create, migrate), opens the pool and starts
     /// the queue's batchers. Background jobs are started separately.
     pub async fn start(config: Config) -> AppResult<Self> {
+        // Settings that cannot work stop the start before any I/O.
+        let accounts = Arc::new(Accounts::from_config(&config)?);
         let applied = db::prepare(&config.database_url).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
@@ -82,12 +88,14 @@ impl AppState {
         let booking = BookingSettings {
             hold: duration(config.hold_duration()),
             max_holds_per_user: config.max_holds_per_user,
+            max_tickets_per_user: config.max_tickets_per_user,
         };
         Ok(Self {
             config: Arc::new(config),
             pool,
             jobs_pool,
             db_monitor,
+            accounts,
             queue,
             booking,
             seats: Arc::new(SeatDirectory::default()),

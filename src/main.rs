@@ -79,7 +79,7 @@ async fn run(command: Command, config: Config) -> AppResult<ExitCode> {
             let monitor = Arc::new(db::DbMonitor::default());
             let pool = db::build_pool(&config.database_url, db::PoolOptions::requests(1), monitor)?;
             let violations =
-                check::find_violations(&pool, config.max_active_tokens, clock::now()).await?;
+                check::find_violations(&pool, check::Limits::of(&config), clock::now()).await?;
             let report: String = if violations.is_empty() {
                 "ok: no invariant is broken\n".to_owned()
             } else {

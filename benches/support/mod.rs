@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
-use ticket_reservation::queue::token::{TokenClaims, TokenSigner};
+use ticket_reservation::queue::token::{TokenClaims, TokenSealer};
 use uuid::Uuid;
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -244,7 +244,7 @@ pub async fn insert_tokens(
     first_seq: u64,
     active: bool,
 ) -> BenchResult<Vec<String>> {
-    let signer = TokenSigner::new(TOKEN_SECRET.as_bytes());
+    let sealer = TokenSealer::new(TOKEN_SECRET.as_bytes());
     let mut conn = db.pool.get_conn().await?;
     let mut tokens = Vec::with_capacity(users.len());
     for (chunk_index, chunk) in users.chunks(2000).enumerate() {
@@ -253,7 +253,7 @@ pub async fn insert_tokens(
             let seq = first_seq + (chunk_index * 2000 + i) as u64;
             let nonce: [u8; 16] = rand::random();
             let issued_at = ticket_reservation::clock::now();
-            tokens.push(signer.sign(&TokenClaims {
+            tokens.push(sealer.seal(&TokenClaims {
                 seq,
                 user_id: *user,
                 issued_at,

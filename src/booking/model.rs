@@ -86,6 +86,29 @@ pub async fn live_hold_on(
         .optional()
 }
 
+/// Seats of one date the user holds (live) or owns: what
+/// `MAX_TICKETS_PER_USER` bounds.
+pub async fn tickets_of_date(
+    conn: &mut AsyncMysqlConnection,
+    user_id: Uuid,
+    concert_date_id: u64,
+    now: NaiveDateTime,
+) -> QueryResult<i64> {
+    let live_or_paid = reservations::status
+        .eq(ReservationStatus::Paid)
+        .or(reservations::status
+            .eq(ReservationStatus::Held)
+            .and(reservations::held_until.gt(now)));
+    reservations::table
+        .inner_join(seats::table.on(seats::id.eq(reservations::seat_id)))
+        .filter(reservations::user_id.eq(DbUuid(user_id)))
+        .filter(seats::concert_date_id.eq(concert_date_id))
+        .filter(live_or_paid)
+        .count()
+        .get_result(conn)
+        .await
+}
+
 pub async fn insert_reservation(
     conn: &mut AsyncMysqlConnection,
     reservation: &ReservationRow,

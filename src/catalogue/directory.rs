@@ -23,6 +23,7 @@ const MAX_DATES: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct SeatFacts {
     pub seat_id: u64,
+    pub concert_date_id: u64,
     pub price: BigDecimal,
     pub starts_at: NaiveDateTime,
 }
@@ -60,6 +61,7 @@ impl SeatDirectory {
         })?;
         Ok(SeatFacts {
             seat_id,
+            concert_date_id: date_id,
             price,
             starts_at: date.starts_at,
         })

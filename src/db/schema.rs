@@ -136,6 +136,8 @@ diesel::table! {
         name -> Varchar,
         balance -> Decimal,
         created_at -> Datetime,
+        #[max_length = 255]
+        subject -> Nullable<Varchar>,
     }
 }
 

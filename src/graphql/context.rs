@@ -100,6 +100,13 @@ impl AppContext for Context<'_> {
     }
 }
 
+/// The request's (or websocket connection's) `Authorization: Bearer`
+/// credential, whatever it is: a queue token, or in `jwt` mode a JWT.
+pub fn bearer<'a>(ctx: &'a Context<'_>) -> Option<&'a str> {
+    ctx.data_opt::<Bearer>()
+        .and_then(|bearer| bearer.0.as_deref())
+}
+
 /// The claims of the request's bearer token, checked by its MAC only. The
 /// token guard has already read its state where an operation needs one.
 pub fn bearer_claims(ctx: &Context<'_>) -> AppResult<TokenClaims> {

@@ -64,6 +64,10 @@ pub struct QueueMutation;
 impl QueueMutation {
     /// Puts the user in line, or returns the user's live (WAITING or ACTIVE) token unchanged.
     async fn issue_token(&self, ctx: &Context<'_>, user_id: Uuid) -> Result<QueueToken> {
-        Ok(ctx.app().queue.issue(user_id).await?.into())
+        let app = ctx.app();
+        app.accounts
+            .authorize(&app.pool, crate::graphql::context::bearer(ctx), user_id)
+            .await?;
+        Ok(app.queue.issue(user_id).await?.into())
     }
 }

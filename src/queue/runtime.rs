@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::model::{QueueCounters, TokenRow};
 use super::rate::AdmissionRate;
 use super::service::{self, QueueSettings, TokenState};
-use super::token::{TokenClaims, TokenSigner};
+use super::token::{TokenClaims, TokenSealer};
 use crate::batch::Batcher;
 use crate::clock;
 use crate::db::{DbPool, DbUuid};
@@ -67,7 +67,7 @@ enum IssueFailure {
 
 pub struct QueueRuntime {
     pub settings: QueueSettings,
-    signer: TokenSigner,
+    sealer: TokenSealer,
     lookups: Batcher<Lookup, LookupAnswer>,
     issues: Batcher<Uuid, IssueAnswer>,
     snapshot: watch::Sender<QueueSnapshot>,
@@ -130,7 +130,7 @@ impl QueueRuntime {
         });
         Self {
             settings,
-            signer: TokenSigner::new(secret),
+            sealer: TokenSealer::new(secret),
             lookups,
             issues,
             snapshot,
@@ -142,10 +142,10 @@ impl QueueRuntime {
         }
     }
 
-    /// The claims of a token this server signed; anything else is
-    /// UNAUTHENTICATED. Costs one HMAC and no I/O.
+    /// The claims of a token this server sealed; anything else is
+    /// UNAUTHENTICATED. Costs one decryption and no I/O.
     pub fn verify(&self, bearer: &str) -> AppResult<TokenClaims> {
-        self.signer
+        self.sealer
             .verify(bearer.trim())
             .ok_or(AppError::Unauthenticated(
                 "the token is not one this server issued",
@@ -230,7 +230,7 @@ impl QueueRuntime {
             TokenState::Waiting { position } => Some(self.estimate_wait_seconds(position)),
             _ => None,
         };
-        let token = self.signer.sign(&claims_of(&row));
+        let token = self.sealer.seal(&claims_of(&row));
         TokenView {
             token,
             row,

@@ -9,7 +9,7 @@ use super::model::{BalanceEntryRow, EntryKind, UserRow};
 use super::service;
 use crate::booking::graphql::{Payment, Reservation};
 use crate::booking::loader::{PaymentsOfUser, ReservationsOfUser};
-use crate::graphql::context::{AppContext, load_list, load_optional};
+use crate::graphql::context::{AppContext, bearer, load_list, load_optional};
 use crate::graphql::paging::Page;
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
@@ -117,9 +117,24 @@ pub struct WalletQuery;
 
 #[Object]
 impl WalletQuery {
-    /// A user by id (no token needed); null if there is none.
+    /// A user by id; null if there is none. With AUTH_MODE=jwt only the caller's own (another id is FORBIDDEN).
     #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
     async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<User>> {
+        let app = ctx.app();
+        app.accounts.authorize(&app.pool, bearer(ctx), id).await?;
+        load_optional(ctx.scope().wallet(), UserKey(id), User).await
+    }
+
+    /// The caller's own user. With AUTH_MODE=jwt: the user of the JWT's subject, null before its registerUser. With AUTH_MODE=open: always null.
+    #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let app = ctx.app();
+        let Some(subject) = app.accounts.subject(bearer(ctx))? else {
+            return Ok(None);
+        };
+        let Some(id) = app.accounts.user_of(&app.pool, subject).await? else {
+            return Ok(None);
+        };
         load_optional(ctx.scope().wallet(), UserKey(id), User).await
     }
 }
@@ -129,11 +144,16 @@ pub struct WalletMutation;
 
 #[Object]
 impl WalletMutation {
-    /// Creates a user with a zero balance.
+    /// Creates a user with a zero balance. With AUTH_MODE=jwt: the user of the JWT's subject, made now or, if it exists, answered unchanged.
     async fn register_user(&self, ctx: &Context<'_>, name: String) -> Result<User> {
-        Ok(User(
-            service::register(&ctx.app().pool, &name, ctx.scope().now).await?,
-        ))
+        let app = ctx.app();
+        let now = ctx.scope().now;
+        let Some(subject) = app.accounts.subject(bearer(ctx))? else {
+            return Ok(User(service::register(&app.pool, &name, now).await?));
+        };
+        let user = service::register_subject(&app.pool, &name, now, subject.clone()).await?;
+        app.accounts.remember(subject, user.id.0);
+        Ok(User(user))
     }
 
     /// Adds amount to the balance. A repeated idempotencyKey of the same user charges nothing again and answers with the user as it is now.
@@ -144,7 +164,11 @@ impl WalletMutation {
         amount: Money,
         idempotency_key: Option<String>,
     ) -> Result<User> {
-        let user = service::charge(&ctx.app().pool, user_id, amount, idempotency_key).await?;
+        let app = ctx.app();
+        app.accounts
+            .authorize(&app.pool, bearer(ctx), user_id)
+            .await?;
+        let user = service::charge(&app.pool, user_id, amount, idempotency_key).await?;
         Ok(User(user))
     }
 }

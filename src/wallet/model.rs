@@ -69,6 +69,32 @@ pub async fn insert_user(conn: &mut AsyncMysqlConnection, user: &UserRow) -> Que
         .map(drop)
 }
 
+/// Inserts a user bound to a JWT subject. A second user of the subject is
+/// refused by the unique key (`UniqueViolation`).
+pub async fn insert_user_of_subject(
+    conn: &mut AsyncMysqlConnection,
+    user: &UserRow,
+    subject: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(users::table)
+        .values((user, users::subject.eq(subject)))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn find_user_of_subject(
+    conn: &mut AsyncMysqlConnection,
+    subject: &str,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::subject.eq(subject))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn find_user(
     conn: &mut AsyncMysqlConnection,
     id: DbUuid,

@@ -104,6 +104,39 @@ pub async fn register(pool: &DbPool, name: &str, now: NaiveDateTime) -> AppResul
     .await
 }
 
+/// `registerUser` in `jwt` mode: the user of `subject`, made now with `name`
+/// or, if the subject has one already, that user unchanged. Concurrent
+/// calls for one subject make one user: the unique key on the subject lets
+/// one insert through, and the others read what it committed.
+pub async fn register_subject(
+    pool: &DbPool,
+    name: &str,
+    now: NaiveDateTime,
+    subject: String,
+) -> AppResult<UserRow> {
+    let user = UserRow {
+        id: DbUuid(Uuid::new_v4()),
+        name: valid_name(name)?,
+        balance: Money::zero().into_decimal(),
+        created_at: now,
+    };
+    db::run(pool, move |conn| {
+        async move {
+            match model::insert_user_of_subject(conn, &user, &subject).await {
+                Ok(()) => Ok(user),
+                Err(error) if crate::error::is_unique_violation(&error) => {
+                    model::find_user_of_subject(conn, &subject)
+                        .await?
+                        .ok_or_else(|| AppError::internal("a subject's user vanished"))
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+        .boxed()
+    })
+    .await
+}
+
 /// `chargeBalance`: adds `amount` once per idempotency key and answers the
 /// user as they are after the call.
 pub async fn charge(

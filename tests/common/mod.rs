@@ -268,10 +268,18 @@ impl Gql {
 /// Runs `ticket-reservation check` against a database and returns whether
 /// it found nothing, with its output.
 pub fn run_check(database_url: &str, max_active_tokens: u32) -> (bool, String) {
+    run_check_with(
+        database_url,
+        &[("MAX_ACTIVE_TOKENS", max_active_tokens.to_string())],
+    )
+}
+
+/// `ticket-reservation check` with these settings of the server under test.
+pub fn run_check_with(database_url: &str, settings: &[(&str, String)]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-reservation"))
         .arg("check")
         .env("DATABASE_URL", database_url)
-        .env("MAX_ACTIVE_TOKENS", max_active_tokens.to_string())
+        .envs(settings.iter().map(|(name, value)| (*name, value.as_str())))
         .env("RUST_LOG", "warn")
         .output()
         .expect("run ticket-reservation check");
@@ -285,7 +293,17 @@ pub fn run_check(database_url: &str, max_active_tokens: u32) -> (bool, String) {
 
 /// Asserts `ticket-reservation check` finds no broken invariant.
 pub fn assert_invariants_hold(server: &TestServer) {
-    let (clean, report) = run_check(&server.db.url, server.state.config.max_active_tokens);
+    let config = &server.state.config;
+    let (clean, report) = run_check_with(
+        &server.db.url,
+        &[
+            ("MAX_ACTIVE_TOKENS", config.max_active_tokens.to_string()),
+            (
+                "MAX_TICKETS_PER_USER",
+                config.max_tickets_per_user.to_string(),
+            ),
+        ],
+    );
     assert!(clean, "check found violations:\n{report}");
 }
 

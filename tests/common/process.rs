@@ -60,15 +60,23 @@ impl ServerProcess {
 
     /// POSTs a GraphQL request to this server; the answer.
     pub async fn gql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
-        reqwest::Client::new()
+        self.gql_as(query, variables, None).await
+    }
+
+    /// POSTs a GraphQL request with this bearer token, if any; the answer.
+    pub async fn gql_as(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{}/graphql", self.port))
-            .json(&serde_json::json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .json(&serde_json::json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
     }
 
     /// Registers a user and puts them in line; the `issueToken` answer.

@@ -18,11 +18,20 @@ use crate::queue::token::TokenClaims;
 /// Holds the seat for the bearer's user until now + hold time, or answers
 /// the user's own live hold on it again.
 ///
-/// The transaction is two conditional writes and an insert: take one of the
-/// token's hold slots (the token row's lock makes one user's holds take
-/// turns), take the seat (the row lock every caller for that seat queues on;
-/// the affected-row count picks the one winner), record the reservation.
+/// The transaction is two conditional writes, a count and an insert: take
+/// one of the token's hold slots (the token row's lock makes one user's
+/// holds take turns), take the seat (the row lock every caller for that seat
+/// queues on; the affected-row count picks the one winner), count the seats
+/// of the date the user already holds or owns, record the reservation.
 /// Anything refused rolls back and is then explained by reading the rows.
+///
+/// Why the count is exact under concurrency: a user has at most one live
+/// token (a unique key), every live hold of the user is on it (a token ends
+/// at its first hold's lapse, and a new one is issued only after the old is
+/// rewritten EXPIRED, which takes its row lock), and each hold first locks
+/// that row. So a user's holds run one at a time on any number of servers,
+/// and each count, a statement of its own after the lock, sees every seat
+/// the user's earlier holds committed.
 pub async fn hold_seat(
     pool: &DbPool,
     directory: &SeatDirectory,
@@ -68,6 +77,11 @@ async fn hold_on(
             return Err(AppError::SeatUnavailable(
                 "someone else took this seat first",
             ));
+        }
+        let limit = settings.max_tickets_per_user;
+        let owned = model::tickets_of_date(conn, token.user_id, seat.concert_date_id, now).await?;
+        if owned >= i64::from(limit) {
+            return Err(AppError::TicketLimit { limit });
         }
         model::insert_reservation(conn, &reservation).await?;
         Ok(reservation)

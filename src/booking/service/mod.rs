@@ -22,6 +22,8 @@ pub const MAX_RESERVATIONS_PER_PAYMENT: usize = 50;
 pub struct BookingSettings {
     pub hold: chrono::Duration,
     pub max_holds_per_user: u32,
+    /// Seats of one date one user may hold and own together.
+    pub max_tickets_per_user: u32,
 }
 
 /// The background sweep: lapsed holds become EXPIRED and their seats go back
