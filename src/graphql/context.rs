@@ -47,6 +47,9 @@ pub struct RequestScope {
     catalogue: OnceLock<DataLoader<CatalogueLoader>>,
     booking: OnceLock<DataLoader<BookingLoader>>,
     wallet: OnceLock<DataLoader<WalletLoader>>,
+    /// The caller's JWT subject, checked once however many fields ask (a
+    /// query of 250 aliased `user` fields checks one signature, not 250).
+    caller: OnceLock<Result<Option<String>, &'static str>>,
     /// Where the loaders' batches wait for the request's task to run them.
     pub batches: LoaderTasks,
 }
@@ -59,6 +62,7 @@ impl RequestScope {
             catalogue: OnceLock::new(),
             booking: OnceLock::new(),
             wallet: OnceLock::new(),
+            caller: OnceLock::new(),
             batches: LoaderTasks::default(),
         }
     }
@@ -105,6 +109,25 @@ impl AppContext for Context<'_> {
 pub fn bearer<'a>(ctx: &'a Context<'_>) -> Option<&'a str> {
     ctx.data_opt::<Bearer>()
         .and_then(|bearer| bearer.0.as_deref())
+}
+
+/// The subject of the caller's JWT in `jwt` mode (`None` in `open` mode),
+/// checked once per request; UNAUTHENTICATED when it is missing or bad.
+pub fn caller(ctx: &Context<'_>) -> AppResult<Option<String>> {
+    let check = || {
+        ctx.app()
+            .accounts
+            .subject(bearer(ctx))
+            .map_err(|refused| match refused {
+                AppError::Unauthenticated(why) => why,
+                _ => "the credential could not be checked",
+            })
+    };
+    match ctx.data_opt::<RequestScope>() {
+        Some(scope) => scope.caller.get_or_init(check).clone(),
+        None => check(),
+    }
+    .map_err(AppError::Unauthenticated)
 }
 
 /// The claims of the request's bearer token, checked by its MAC only. The

@@ -66,7 +66,7 @@ impl QueueMutation {
     async fn issue_token(&self, ctx: &Context<'_>, user_id: Uuid) -> Result<QueueToken> {
         let app = ctx.app();
         app.accounts
-            .authorize(&app.pool, crate::graphql::context::bearer(ctx), user_id)
+            .authorize(&app.pool, crate::graphql::context::caller(ctx)?, user_id)
             .await?;
         Ok(app.queue.issue(user_id).await?.into())
     }

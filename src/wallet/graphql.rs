@@ -9,7 +9,7 @@ use super::model::{BalanceEntryRow, EntryKind, UserRow};
 use super::service;
 use crate::booking::graphql::{Payment, Reservation};
 use crate::booking::loader::{PaymentsOfUser, ReservationsOfUser};
-use crate::graphql::context::{AppContext, bearer, load_list, load_optional};
+use crate::graphql::context::{AppContext, caller, load_list, load_optional};
 use crate::graphql::paging::Page;
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
@@ -121,7 +121,7 @@ impl WalletQuery {
     #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
     async fn user(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<User>> {
         let app = ctx.app();
-        app.accounts.authorize(&app.pool, bearer(ctx), id).await?;
+        app.accounts.authorize(&app.pool, caller(ctx)?, id).await?;
         load_optional(ctx.scope().wallet(), UserKey(id), User).await
     }
 
@@ -129,7 +129,7 @@ impl WalletQuery {
     #[graphql(complexity = "crate::graphql::lookup_cost(child_complexity)")]
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         let app = ctx.app();
-        let Some(subject) = app.accounts.subject(bearer(ctx))? else {
+        let Some(subject) = caller(ctx)? else {
             return Ok(None);
         };
         let Some(id) = app.accounts.user_of(&app.pool, subject).await? else {
@@ -148,7 +148,7 @@ impl WalletMutation {
     async fn register_user(&self, ctx: &Context<'_>, name: String) -> Result<User> {
         let app = ctx.app();
         let now = ctx.scope().now;
-        let Some(subject) = app.accounts.subject(bearer(ctx))? else {
+        let Some(subject) = caller(ctx)? else {
             return Ok(User(service::register(&app.pool, &name, now).await?));
         };
         let user = service::register_subject(&app.pool, &name, now, subject.clone()).await?;
@@ -166,7 +166,7 @@ impl WalletMutation {
     ) -> Result<User> {
         let app = ctx.app();
         app.accounts
-            .authorize(&app.pool, bearer(ctx), user_id)
+            .authorize(&app.pool, caller(ctx)?, user_id)
             .await?;
         let user = service::charge(&app.pool, user_id, amount, idempotency_key).await?;
         Ok(User(user))

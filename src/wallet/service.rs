@@ -88,12 +88,7 @@ pub fn valid_key(key: Option<String>) -> AppResult<Option<String>> {
 }
 
 pub async fn register(pool: &DbPool, name: &str, now: NaiveDateTime) -> AppResult<UserRow> {
-    let user = UserRow {
-        id: DbUuid(Uuid::new_v4()),
-        name: valid_name(name)?,
-        balance: Money::zero().into_decimal(),
-        created_at: now,
-    };
+    let user = new_user(name, now)?;
     db::run(pool, move |conn| {
         async move {
             model::insert_user(conn, &user).await?;
@@ -102,6 +97,16 @@ pub async fn register(pool: &DbPool, name: &str, now: NaiveDateTime) -> AppResul
         .boxed()
     })
     .await
+}
+
+/// A user to register: a fresh id, the name checked, a zero balance.
+fn new_user(name: &str, now: NaiveDateTime) -> AppResult<UserRow> {
+    Ok(UserRow {
+        id: DbUuid(Uuid::new_v4()),
+        name: valid_name(name)?,
+        balance: Money::zero().into_decimal(),
+        created_at: now,
+    })
 }
 
 /// `registerUser` in `jwt` mode: the user of `subject`, made now with `name`
@@ -114,12 +119,7 @@ pub async fn register_subject(
     now: NaiveDateTime,
     subject: String,
 ) -> AppResult<UserRow> {
-    let user = UserRow {
-        id: DbUuid(Uuid::new_v4()),
-        name: valid_name(name)?,
-        balance: Money::zero().into_decimal(),
-        created_at: now,
-    };
+    let user = new_user(name, now)?;
     db::run(pool, move |conn| {
         async move {
             match model::insert_user_of_subject(conn, &user, &subject).await {
