@@ -19,7 +19,7 @@ pub struct Config {
         value_parser = parse_database_url,
         global = true
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 
     /// Connections the server keeps open to the database.
     #[arg(
@@ -218,6 +218,63 @@ pub struct Config {
     )]
     pub auth_jwt_audience: Option<String>,
 
+    /// GraphQL requests and websocket upgrades one client address may send
+    /// a minute; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_PER_MINUTE",
+        value_name = "RATE_LIMIT_PER_MINUTE",
+        default_value_t = 1200,
+        global = true
+    )]
+    pub rate_limit_per_minute: u32,
+
+    /// `registerUser`, `issueToken` and `chargeBalance` calls one client
+    /// address may make a minute; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "ENTRY_LIMIT_PER_MINUTE",
+        value_name = "ENTRY_LIMIT_PER_MINUTE",
+        default_value_t = 60,
+        global = true
+    )]
+    pub entry_limit_per_minute: u32,
+
+    /// Comma-separated CIDRs of the proxies in front of the server, whose
+    /// `X-Forwarded-For` is believed (e.g. `10.0.0.0/8,127.0.0.1/32`).
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_name = "TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = parse_networks,
+        global = true
+    )]
+    pub trusted_proxies: Networks,
+
+    /// Comma-separated origins whose pages may call the API from a browser
+    /// (e.g. `https://tickets.example.com`); none: no CORS headers at all.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_name = "CORS_ALLOWED_ORIGINS",
+        default_value = "",
+        value_parser = parse_origins,
+        global = true
+    )]
+    pub cors_allowed_origins: Origins,
+
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    #[arg(
+        long,
+        env = "METRICS_TOKEN",
+        value_name = "METRICS_TOKEN",
+        value_parser = parse_metrics_token,
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<TokenSecret>,
+
     /// Which log lines to write, as a tracing filter (e.g. `info,tower_http=debug`).
     #[arg(
         long,
@@ -263,6 +320,47 @@ impl std::fmt::Debug for TokenSecret {
     }
 }
 
+/// The database URL. Its Debug hides the password, so that printing the
+/// settings never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("********"));
+                }
+                write!(f, "{:?}", url.as_str())
+            }
+            Err(_) => f.write_str("\"(unreadable URL)\""),
+        }
+    }
+}
+
+/// A list of IP networks (`TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+/// A list of web origins (`CORS_ALLOWED_ORIGINS`), each `scheme://host[:port]`.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(pub Vec<String>);
+
 impl Config {
     /// Settings from these arguments (the first is the program name) and
     /// the environment, exactly as the binary reads them.
@@ -307,6 +405,59 @@ fn parse_token_secret(value: &str) -> Result<TokenSecret, String> {
     Ok(TokenSecret(value.as_bytes().to_vec()))
 }
 
+const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+fn parse_metrics_token(value: &str) -> Result<TokenSecret, String> {
+    if value.len() < MIN_METRICS_TOKEN_LEN {
+        return Err(format!(
+            "METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LEN} characters long"
+        ));
+    }
+    Ok(TokenSecret(value.as_bytes().to_vec()))
+}
+
+/// Comma-separated items, blanks ignored.
+fn items(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// CIDRs, or bare addresses meaning just themselves.
+fn parse_networks(value: &str) -> Result<Networks, String> {
+    items(value)
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an address or a CIDR such as 10.0.0.0/8"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Networks)
+}
+
+/// Origins as a browser sends them: scheme, host and port only.
+fn parse_origins(value: &str) -> Result<Origins, String> {
+    items(value)
+        .map(|item| {
+            let url =
+                url::Url::parse(item).map_err(|e| format!("{item:?} is not an origin: {e}"))?;
+            let origin = url.origin();
+            if !origin.is_tuple() || !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("{item:?} is not an http(s) origin"));
+            }
+            let serialized = origin.ascii_serialization();
+            if serialized != item.trim_end_matches('/') {
+                return Err(format!(
+                    "{item:?} is not an origin: write it as {serialized} (no path)"
+                ));
+            }
+            Ok(serialized)
+        })
+        .collect::<Result<_, _>>()
+        .map(Origins)
+}
+
 /// Strict booleans: a typo such as `flase` must stop the server, not seed it.
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -316,7 +467,7 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_database_url(value: &str) -> Result<String, String> {
+fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
     let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
     if url.scheme() != "mysql" {
         return Err(format!(
@@ -325,7 +476,7 @@ fn parse_database_url(value: &str) -> Result<String, String> {
         ));
     }
     crate::db::database_name(&url)?;
-    Ok(value.to_owned())
+    Ok(DatabaseUrl(value.to_owned()))
 }
 
 #[cfg(test)]
@@ -345,6 +496,43 @@ mod tests {
         assert!(parse_database_url("postgres://root@127.0.0.1/tickets").is_err());
         assert!(parse_database_url("mysql://root@127.0.0.1:3306/").is_err());
         assert!(parse_database_url("mysql://root@127.0.0.1:3306/a`b").is_err());
+    }
+
+    #[test]
+    fn debug_output_shows_no_password_or_secret() {
+        let config = Config::from_args([
+            "ticket-reservation",
+            "--database-url",
+            "mysql://app:hunter2-password@db.internal:3306/tickets",
+            "--token-secret",
+            "a-token-secret-of-at-least-32-characters",
+            "--metrics-token",
+            "a-metrics-token-0123",
+        ])
+        .expect("settings");
+        let printed = format!("{config:?}");
+        assert!(printed.contains("db.internal"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("a-token-secret"), "{printed}");
+        assert!(!printed.contains("a-metrics-token"), "{printed}");
+    }
+
+    #[test]
+    fn proxies_and_origins_are_checked_at_start() {
+        let proxies = parse_networks("10.0.0.0/8, 127.0.0.1").expect("networks");
+        assert_eq!(proxies.0.len(), 2);
+        assert!(parse_networks("10.0.0.0/33").is_err());
+        assert!(parse_networks("proxy.internal").is_err());
+        let origins =
+            parse_origins("https://tickets.example.com, http://localhost:5173/").expect("origins");
+        assert_eq!(
+            origins.0,
+            ["https://tickets.example.com", "http://localhost:5173"]
+        );
+        assert!(parse_origins("*").is_err());
+        assert!(parse_origins("https://tickets.example.com/app").is_err());
+        assert!(parse_origins("file:///tmp/page.html").is_err());
+        assert!(parse_origins("").expect("none").0.is_empty());
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum AppError {
     AlreadyPaid,
     InsufficientBalance,
     LimitExceeded(String),
+    /// The caller's address sent more than its limit a minute.
+    RateLimited {
+        retry_after_seconds: u64,
+    },
     /// The process is at its limit of work in flight and refuses at once
     /// rather than queue; the client may try again.
     Overloaded,
@@ -86,6 +90,7 @@ impl AppError {
             Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::Overloaded => "OVERLOADED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => "INTERNAL",
         }
     }
@@ -132,6 +137,11 @@ impl AppError {
             }
             Self::AlreadyPaid => "a reservation is already paid".to_owned(),
             Self::Overloaded => OVERLOADED_MESSAGE.to_owned(),
+            Self::RateLimited {
+                retry_after_seconds,
+            } => {
+                format!("too many requests from your address; try again in {retry_after_seconds} s")
+            }
             Self::InsufficientBalance => {
                 "the balance is below the total; charge the balance and pay again".to_owned()
             }
@@ -168,6 +178,9 @@ impl ErrorExtensions for AppError {
                 Self::HoldLimit { limit } | Self::TicketLimit { limit } => {
                     extensions.set("limit", *limit)
                 }
+                Self::RateLimited {
+                    retry_after_seconds,
+                } => extensions.set("retryAfterSeconds", *retry_after_seconds),
                 _ => {}
             }
         })

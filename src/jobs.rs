@@ -29,7 +29,7 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
 /// `spawn`, with the loops ending when `stop` is cancelled.
 pub fn spawn_until(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     state.queue.heartbeat.beat();
-    let (admitting, sweeping) = (state.clone(), state.clone());
+    let (admitting, sweeping, upkeeping) = (state.clone(), state.clone(), state.clone());
     vec![
         supervise("admission", stop.clone(), move |stop| {
             admission_loop(admitting.clone(), stop)
@@ -37,19 +37,25 @@ pub fn spawn_until(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle
         supervise("hold sweep", stop.clone(), move |stop| {
             sweep_loop(sweeping.clone(), stop)
         }),
-        supervise("metrics upkeep", stop.clone(), metrics_upkeep_loop),
+        supervise("upkeep", stop.clone(), move |stop| {
+            upkeep_loop(upkeeping.clone(), stop)
+        }),
     ]
 }
 
-/// How often the metrics recorder folds its samples into its buckets.
-const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the metrics recorder folds its samples into its buckets and
+/// the rate limits forget the addresses that went quiet.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-async fn metrics_upkeep_loop(stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+async fn upkeep_loop(state: AppState, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => crate::metrics::upkeep(),
+            _ = ticks.tick() => {
+                crate::metrics::upkeep();
+                state.limits.forget_idle();
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod money;
 pub mod queue;
@@ -28,6 +29,7 @@ use catalogue::directory::SeatDirectory;
 use config::Config;
 use db::{DbMonitor, DbPool, PoolOptions};
 use error::AppResult;
+use limits::RateLimits;
 use queue::runtime::QueueRuntime;
 use queue::service::QueueSettings;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub db_monitor: Arc<DbMonitor>,
     /// Who may act for a user (`AUTH_MODE`).
     pub accounts: Arc<Accounts>,
+    /// Per-address limits of requests and entries.
+    pub limits: Arc<RateLimits>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
     /// The immutable facts of seats that holds need, kept in memory.
@@ -90,7 +94,9 @@ impl AppState {
             max_holds_per_user: config.max_holds_per_user,
             max_tickets_per_user: config.max_tickets_per_user,
         };
+        let limits = Arc::new(RateLimits::from_config(&config));
         Ok(Self {
+            limits,
             config: Arc::new(config),
             pool,
             jobs_pool,

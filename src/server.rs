@@ -26,7 +26,7 @@ pub async fn serve(config: Config) -> AppResult<()> {
         .map_err(|e| AppError::internal(format!("cannot listen on {listen_addr}: {e}")))?;
     let local = listener.local_addr().map_err(AppError::internal)?;
     tracing::info!(address = %local, "listening; GraphiQL at http://{local}/");
-    axum::serve(listener, http::router(state))
+    axum::serve(listener, http::app(state))
         .with_graceful_shutdown(shutdown_signal(lifecycle.stop.clone()))
         .await
         .map_err(AppError::internal)?;

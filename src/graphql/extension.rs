@@ -18,10 +18,13 @@ use futures_util::stream::BoxStream;
 
 use super::context::RequestScope;
 use super::documents::DocumentCache;
+use super::entries::entries_in;
 use super::nesting::{MAX_NESTING, nests_deeper_than};
 use super::{MAX_COMPLEXITY, introspection};
 use crate::AppState;
 use crate::clock;
+use crate::error::AppError;
+use crate::limits::{ClientAddress, RetryAfter};
 
 /// The longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
@@ -46,6 +49,7 @@ impl ExtensionFactory for RequestSetupFactory {
             query: Mutex::new(None),
             started: Instant::now(),
             root_fields: Mutex::new(Vec::new()),
+            operation_name: Mutex::new(None),
         })
     }
 }
@@ -57,6 +61,8 @@ pub struct RequestSetup {
     started: Instant,
     /// Each operation's name and its first root field, for /metrics.
     root_fields: Mutex<Vec<(Option<String>, String)>>,
+    /// The operation the request asks to run, for counting its entries.
+    operation_name: Mutex<Option<String>>,
 }
 
 impl RequestSetup {
@@ -109,7 +115,44 @@ impl RequestSetup {
     }
 }
 
+/// Marks a request that came over a websocket, from this address.
+pub struct OverWebsocket(pub ClientAddress);
+
+fn rate_limited(refused: RetryAfter) -> ServerError {
+    async_graphql::Error::from(AppError::RateLimited {
+        retry_after_seconds: refused.seconds,
+    })
+    .into_server_error(Default::default())
+}
+
 impl RequestSetup {
+    /// Spends the client's entries on those of the operation that will
+    /// run, before anything of it runs: all of them pass, or none does.
+    fn count_entries(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        document: &ExecutableDocument,
+    ) -> Result<(), RetryAfter> {
+        let client = match (
+            ctx.data_opt::<ClientAddress>(),
+            ctx.data_opt::<OverWebsocket>(),
+        ) {
+            (Some(client), _) | (None, Some(OverWebsocket(client))) => *client,
+            // In-process callers (tests, the check) have no address.
+            (None, None) => return Ok(()),
+        };
+        let Ok(state) = ctx.data::<AppState>() else {
+            return Ok(());
+        };
+        let operation_name = self
+            .operation_name
+            .lock()
+            .ok()
+            .and_then(|name| name.clone());
+        let entries = entries_in(document, operation_name.as_deref());
+        state.limits.entries(client.0, entries)
+    }
+
     /// Records a refusal and hands the error on.
     fn refused(&self, error: ServerError) -> ServerError {
         self.record_refused(&error);
@@ -185,6 +228,17 @@ impl Extension for RequestSetup {
         let state = ctx
             .data::<AppState>()
             .map_err(|e| e.into_server_error(Default::default()))?;
+        // Over HTTP the request was counted as it arrived; over a websocket
+        // each operation counts, as each would be a request over HTTP.
+        if let Some(OverWebsocket(client)) = ctx.data_opt::<OverWebsocket>() {
+            state
+                .limits
+                .request(client.0)
+                .map_err(|refused| self.refused(rate_limited(refused)))?;
+        }
+        if let Ok(mut slot) = self.operation_name.lock() {
+            slot.clone_from(&request.operation_name);
+        }
         let request = request.data(RequestScope::new(state, clock::now()));
         next.run(ctx, request).await.map_err(classify)
     }
@@ -201,6 +255,8 @@ impl Extension for RequestSetup {
             .await
             .map_err(|error| self.refused(error))?;
         self.note_root_fields(&document);
+        self.count_entries(ctx, &document)
+            .map_err(|refused| self.refused(rate_limited(refused)))?;
         Ok(document)
     }
 

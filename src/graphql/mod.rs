@@ -3,6 +3,7 @@
 
 pub mod context;
 mod documents;
+mod entries;
 mod extension;
 pub mod guard;
 mod introspection;
@@ -26,7 +27,7 @@ use crate::queue::graphql::{QueueMutation, QueueQuery};
 use crate::queue::subscription::QueueSubscription;
 use crate::wallet::graphql::{WalletMutation, WalletQuery};
 
-pub use extension::MAX_QUERY_BYTES;
+pub use extension::{MAX_QUERY_BYTES, OverWebsocket};
 
 #[derive(MergedObject, Default)]
 pub struct Query(WalletQuery, QueueQuery, CatalogueQuery);

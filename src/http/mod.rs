@@ -12,31 +12,39 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{Executor, ParseRequestError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::BoxError;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, State, WebSocketUpgrade};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use std::net::SocketAddr;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
+use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
-use crate::error::OVERLOADED_MESSAGE;
+use crate::config::Origins;
+use crate::error::{AppError, OVERLOADED_MESSAGE};
 use crate::graphql::context::Bearer;
 use crate::graphql::nesting::{MAX_NESTING, nests_deeper_than};
 use crate::graphql::{self, AppSchema};
+use crate::limits::{ClientAddress, RetryAfter};
 
 /// The largest request body accepted; a GraphQL request is a few KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -59,6 +67,7 @@ pub fn router(app: AppState) -> Router {
     let schema = graphql::build_schema(app.clone());
     let max_in_flight = app.config.max_in_flight as usize;
     let websockets = Arc::new(Semaphore::new(app.config.max_websockets as usize));
+    let cors = cors(&app.config.cors_allowed_origins);
     // Requests taking longer than this are answered 408 and dropped.
     let request_timeout = app.config.request_timeout();
     let state = HttpState {
@@ -82,6 +91,12 @@ pub fn router(app: AppState) -> Router {
                 .layer(LoadShedLayer::new())
                 .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
         )
+        // Counted per address before anything else, so that one address
+        // past its limit spends none of the work in flight others need.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            per_address,
+        ))
         .route("/", get(graphiql))
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/healthz", get(healthz))
@@ -98,7 +113,111 @@ pub fn router(app: AppState) -> Router {
             bare_refusals_as_graphql_errors,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outside the rest, so that refusals (429, 503) carry CORS headers
+        // too and a page can read them.
+        .layer(option_layer(cors))
         .layer(TraceLayer::new_for_http().on_failure(log_failure))
+}
+
+/// The router, served with each connection's peer address, which the
+/// per-address limits need.
+pub fn app(state: AppState) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
+    router(state).into_make_service_with_connect_info::<SocketAddr>()
+}
+
+/// The address a request counts against, as `per_address` found it.
+fn client_of(request: &axum::extract::Request, state: &HttpState) -> Option<ClientAddress> {
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(ClientAddress::of(
+        *peer,
+        request.headers(),
+        &state.app.config.trusted_proxies.0,
+    ))
+}
+
+/// Counts the request against its address's limit; refuses it with 429
+/// past the limit. The address goes on with the request for the entry
+/// limit, which needs the parsed operation.
+async fn per_address(
+    State(state): State<HttpState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Served without peer addresses (`router` alone, in-process): no limit.
+    let Some(client) = client_of(&request, &state) else {
+        return next.run(request).await;
+    };
+    if let Err(refused) = state.app.limits.request(client.0) {
+        crate::metrics::record_refusal("rate_limited");
+        return rate_limited(refused);
+    }
+    request.extensions_mut().insert(client);
+    next.run(request).await
+}
+
+/// 429 RATE_LIMITED, with when to try again in `Retry-After` and in the
+/// error's extensions.
+fn rate_limited(refused: RetryAfter) -> Response {
+    let error = AppError::RateLimited {
+        retry_after_seconds: refused.seconds,
+    };
+    let body = json!({"errors": [{
+        "message": error.public_message(),
+        "extensions": {"code": error.code(), "retryAfterSeconds": refused.seconds},
+    }]});
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, refused.seconds.into());
+    response
+}
+
+/// tower-http's CORS for the configured origins: the preflight answered,
+/// `Authorization` and `Content-Type` allowed, `Retry-After` readable.
+/// No origins: no layer, so no CORS header at all.
+fn cors(origins: &Origins) -> Option<CorsLayer> {
+    if origins.0.is_empty() {
+        return None;
+    }
+    let allowed = origins
+        .0
+        .iter()
+        .filter_map(|origin| header::HeaderValue::from_str(origin).ok())
+        .collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// How long a browser may reuse a preflight's answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Browsers send `Origin` with a websocket upgrade but apply no CORS to it:
+/// the server must check it. A page of the server's own origin (GraphiQL)
+/// or of `CORS_ALLOWED_ORIGINS` may connect; so may clients that are not
+/// browsers, which send no `Origin`.
+fn websocket_origin_allowed(headers: &HeaderMap, allowed: &Origins) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.0.iter().any(|allowed| allowed == origin) {
+        return true;
+    }
+    let own_host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, authority)| authority.trim_end_matches('/'));
+    matches!((own_host, origin_host), (Some(own), Some(from)) if own.eq_ignore_ascii_case(from))
 }
 
 fn bearer_of(headers: &HeaderMap) -> Bearer {
@@ -114,6 +233,7 @@ fn bearer_of(headers: &HeaderMap) -> Bearer {
 /// another site cannot post a mutation with a visitor's browser.
 async fn graphql_post(
     State(state): State<HttpState>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     _: JsonContentType,
     body: Result<Bytes, BytesRejection>,
@@ -122,7 +242,18 @@ async fn graphql_post(
         Ok(request) => request.data(bearer_of(&headers)),
         Err(refusal) => return refusal.into_response(),
     };
-    execute(&state, request).await
+    execute(&state, with_client(request, client)).await
+}
+
+/// The request, with the address its entries count against.
+fn with_client(
+    request: async_graphql::Request,
+    client: Option<Extension<ClientAddress>>,
+) -> async_graphql::Request {
+    match client {
+        Some(Extension(client)) => request.data(client),
+        None => request,
+    }
 }
 
 /// Why a POST body holds no GraphQL request.
@@ -194,6 +325,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JsonContentType {
 /// anything, or a link could buy tickets.
 async fn graphql_get(
     State(state): State<HttpState>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     request: GraphQLRequest<UnreadableQueryString>,
 ) -> Response {
@@ -205,12 +337,37 @@ async fn graphql_get(
             "mutations and subscriptions need POST /graphql or the websocket",
         );
     }
-    execute(&state, request.data(bearer_of(&headers))).await
+    let request = with_client(request.data(bearer_of(&headers)), client);
+    execute(&state, request).await
 }
 
 async fn execute(state: &HttpState, request: async_graphql::Request) -> Response {
     let schema = graphql::CodedSchema(state.schema.clone());
-    GraphQLResponse::from(schema.execute(request).await).into_response()
+    let response = schema.execute(request).await;
+    let retry_after = retry_after_of(&response);
+    let mut response = GraphQLResponse::from(response).into_response();
+    // Past the entry limit: the status and header of any 429.
+    if let Some(seconds) = retry_after {
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+/// `retryAfterSeconds` of a RATE_LIMITED error, if the response has one.
+fn retry_after_of(response: &async_graphql::Response) -> Option<u64> {
+    response.errors.iter().find_map(|error| {
+        let extensions = error.extensions.as_ref()?;
+        match (extensions.get("code"), extensions.get("retryAfterSeconds")) {
+            (
+                Some(async_graphql::Value::String(code)),
+                Some(async_graphql::Value::Number(seconds)),
+            ) if code == "RATE_LIMITED" => seconds.as_u64(),
+            _ => None,
+        }
+    })
 }
 
 /// A refusal outside any operation, shaped like the errors of one so that a
@@ -314,9 +471,19 @@ fn changes_state(request: &async_graphql::Request) -> bool {
 
 async fn graphql_ws(
     State(state): State<HttpState>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !websocket_origin_allowed(&headers, &state.app.config.cors_allowed_origins) {
+        let reason = "a page of this origin may not open the websocket";
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    // Served without peer addresses: every socket counts as one address.
+    let client = client.map_or(
+        ClientAddress(std::net::IpAddr::from([0, 0, 0, 0])),
+        |Extension(client)| client,
+    );
     let bearer = bearer_of(&headers);
     // Speak the subprotocol axum names in the upgrade response: our first
     // preference among those the client offers.
@@ -342,6 +509,7 @@ async fn graphql_ws(
                 stop: lifecycle.stop.clone(),
                 bearer,
                 operation_timeout: state.app.config.request_timeout(),
+                client,
             };
             lifecycle.connections.track_future(async move {
                 ws::serve(socket, context).await;
@@ -386,8 +554,22 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// The Prometheus text format: see `crate::metrics`.
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// The Prometheus text format: see `crate::metrics`. With `METRICS_TOKEN`
+/// set, only for `Authorization: Bearer <METRICS_TOKEN>`.
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.app.config.metrics_token {
+        let offered = bearer_of(&headers).0.unwrap_or_default();
+        // In constant time: a comparison that stops at the first wrong
+        // byte tells a patient caller how many were right.
+        if !bool::from(offered.as_bytes().ct_eq(&expected.0)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "send Authorization: Bearer <METRICS_TOKEN>",
+            )
+                .into_response();
+        }
+    }
     let text = crate::metrics::render(&state.app);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

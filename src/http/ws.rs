@@ -24,7 +24,9 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::graphql::AppSchema;
+use crate::graphql::OverWebsocket;
 use crate::graphql::context::Bearer;
+use crate::limits::ClientAddress;
 use crate::queue::live;
 use crate::queue::runtime::QueueRuntime;
 
@@ -232,6 +234,8 @@ pub struct Context {
     pub bearer: Bearer,
     /// `REQUEST_TIMEOUT_MS`: how long an operation may take to answer.
     pub operation_timeout: Duration,
+    /// The address the connection's operations count against.
+    pub client: ClientAddress,
 }
 
 pub async fn serve(socket: WebSocket, context: Context) {
@@ -242,6 +246,7 @@ pub async fn serve(socket: WebSocket, context: Context) {
         stop,
         bearer,
         operation_timeout,
+        client,
     } = context;
     let (mut sink, mut incoming) = socket.split();
     // futures' channel allocates per message, not a block of slots up front:
@@ -257,7 +262,7 @@ pub async fn serve(socket: WebSocket, context: Context) {
         graphql_input,
         protocol,
     )
-    .on_connection_init(move |payload| connection_init(payload, upgrade_bearer));
+    .on_connection_init(move |payload| connection_init(payload, upgrade_bearer, client));
     let mut connection = Connection {
         protocol,
         schema,
@@ -459,8 +464,10 @@ fn bearer_of(payload: &serde_json::Value) -> Bearer {
 async fn connection_init(
     payload: serde_json::Value,
     upgrade: Bearer,
+    client: ClientAddress,
 ) -> async_graphql::Result<Data> {
     let mut data = Data::default();
+    data.insert(OverWebsocket(client));
     let from_payload = bearer_of(&payload);
     data.insert(if from_payload.0.is_some() {
         from_payload

@@ -20,6 +20,9 @@ impl ServerProcess {
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            // Driven from one address: the per-address limits are off.
+            .env("RATE_LIMIT_PER_MINUTE", "0")
+            .env("ENTRY_LIMIT_PER_MINUTE", "0")
             .env("SEED_DEMO", "false")
             .env("TOKEN_SECRET", "test-processes-share-this-token-secret")
             .env("RUST_LOG", "info,ticket_reservation::jobs=debug")
