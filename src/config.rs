@@ -275,6 +275,21 @@ pub struct Config {
     )]
     pub metrics_token: Option<TokenSecret>,
 
+    /// Comma-separated keys (32+ characters each) that organizers send as
+    /// `Authorization: Bearer <key>`; none: nobody may run organizer
+    /// operations.
+    #[arg(
+        long,
+        env = "ORGANIZER_KEYS",
+        value_name = "ORGANIZER_KEYS",
+        default_value = "",
+        value_parser = parse_organizer_keys,
+        hide_env_values = true,
+        hide_default_value = true,
+        global = true
+    )]
+    pub organizer_keys: OrganizerKeys,
+
     /// Which log lines to write, as a tracing filter (e.g. `info,tower_http=debug`).
     #[arg(
         long,
@@ -353,6 +368,16 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The organizers' keys. Debug shows how many, never one.
+#[derive(Clone, Default)]
+pub struct OrganizerKeys(pub Vec<TokenSecret>);
+
+impl std::fmt::Debug for OrganizerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OrganizerKeys({} keys)", self.0.len())
+    }
+}
+
 /// A list of IP networks (`TRUSTED_PROXIES`).
 #[derive(Debug, Clone, Default)]
 pub struct Networks(pub Vec<ipnet::IpNet>);
@@ -414,6 +439,20 @@ fn parse_metrics_token(value: &str) -> Result<TokenSecret, String> {
         ));
     }
     Ok(TokenSecret(value.as_bytes().to_vec()))
+}
+
+fn parse_organizer_keys(value: &str) -> Result<OrganizerKeys, String> {
+    items(value)
+        .map(|key| {
+            if key.len() < MIN_TOKEN_SECRET_LEN {
+                return Err(format!(
+                    "each of ORGANIZER_KEYS must be at least {MIN_TOKEN_SECRET_LEN} characters long"
+                ));
+            }
+            Ok(TokenSecret(key.as_bytes().to_vec()))
+        })
+        .collect::<Result<_, _>>()
+        .map(OrganizerKeys)
 }
 
 /// Comma-separated items, blanks ignored.
@@ -508,6 +547,8 @@ mod tests {
             "a-token-secret-of-at-least-32-characters",
             "--metrics-token",
             "a-metrics-token-0123",
+            "--organizer-keys",
+            "organizer-key-number-one-0123456789,organizer-key-number-two-0123456789",
         ])
         .expect("settings");
         let printed = format!("{config:?}");
@@ -515,6 +556,9 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("a-token-secret"), "{printed}");
         assert!(!printed.contains("a-metrics-token"), "{printed}");
+        assert!(!printed.contains("organizer-key"), "{printed}");
+        assert_eq!(config.organizer_keys.0.len(), 2);
+        assert!(parse_organizer_keys("short-key").is_err());
     }
 
     #[test]

@@ -86,12 +86,16 @@ where
 /// Admits the earliest WAITING tokens into free slots and publishes the
 /// line's counters to this process's subscribers. A turn comes at least
 /// every half admit interval, so a slot never waits longer than the
-/// interval; a payment or a sweep wakes it at once. The pause is jittered so
-/// that several processes on one database do not tick in lockstep.
+/// interval; a payment or a sweep wakes it at once. The interval is the
+/// shorter of `ADMIT_INTERVAL_MS` and the organizers' (read at each turn),
+/// so a change of theirs is seen within `ADMIT_INTERVAL_MS`. The pause is
+/// jittered so that several processes on one database do not tick in
+/// lockstep.
 async fn admission_loop(state: AppState, stop: CancellationToken) {
-    let half = state.queue.settings.admit_interval / 2;
+    let configured = state.queue.settings.admit_interval;
+    let mut interval = configured;
     loop {
-        let pause = half
+        let pause = (interval.min(configured) / 2)
             .mul_f64(rand::random_range(0.5..1.0))
             .max(Duration::from_millis(2));
         tokio::select! {
@@ -110,6 +114,7 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
                     let through = turn.counters.admitted_through_seq;
                     tracing::debug!(admitted = turn.admitted, through, "admission turn");
                 }
+                interval = state.queue.settings.admit_interval_under(&turn.controls);
                 state.queue.publish(turn.counters);
             }
             // Another process holds the line right now: its turn admits.

@@ -86,6 +86,8 @@ fn diesel_type(column: &Column) -> String {
     let base = column.column_type.split('(').next().unwrap_or_default();
     let unsigned = column.column_type.ends_with("unsigned");
     let kind = match base {
+        // MySQL's BOOLEAN is TINYINT(1), which print-schema calls Bool.
+        "tinyint" if column.column_type == "tinyint(1)" => "Bool",
         "bigint" => "Bigint",
         "int" => "Integer",
         "tinyint" => "Tinyint",

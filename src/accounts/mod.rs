@@ -10,6 +10,7 @@
 
 pub mod jwt;
 pub mod model;
+pub mod organizers;
 
 use futures_util::FutureExt;
 use uuid::Uuid;

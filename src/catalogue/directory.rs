@@ -1,7 +1,9 @@
 //! What a hold needs to know about a seat and never changes once its date is
 //! on sale: which row is seat N of a date, its price, and when the date
-//! starts. Every hold needs them; keeping them in memory saves a round trip
-//! per hold (the API offers no way to reprice a seat or move a date).
+//! starts and opens. Every hold needs them; keeping them in memory saves a
+//! round trip per hold. They are true for good by rule: a date's seats,
+//! prices and times are written with it and the API offers no way to change
+//! them (cancelling a date changes its seats' rows, which holds check).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,10 +28,12 @@ pub struct SeatFacts {
     pub concert_date_id: u64,
     pub price: BigDecimal,
     pub starts_at: NaiveDateTime,
+    pub sales_open_at: NaiveDateTime,
 }
 
 struct DateFacts {
     starts_at: NaiveDateTime,
+    sales_open_at: NaiveDateTime,
     /// seat number -> (seat id, price)
     seats: HashMap<i32, (u64, BigDecimal)>,
 }
@@ -64,6 +68,7 @@ impl SeatDirectory {
             concert_date_id: date_id,
             price,
             starts_at: date.starts_at,
+            sales_open_at: date.sales_open_at,
         })
     }
 
@@ -103,6 +108,7 @@ async fn read_facts(conn: &mut AsyncMysqlConnection, date_id: u64) -> AppResult<
     let seats = model::seats_of_dates(conn, &[date_id]).await?;
     Ok(Arc::new(DateFacts {
         starts_at: date.starts_at,
+        sales_open_at: date.sales_open_at,
         seats: seats
             .into_iter()
             .map(|seat| (seat.number, (seat.id, seat.price)))

@@ -3,6 +3,7 @@
 pub mod directory;
 pub mod graphql;
 pub mod loader;
+pub mod manage;
 pub mod model;
 pub mod seed;
 pub mod service;

@@ -42,6 +42,8 @@ pub struct ConcertDateRow {
     pub id: u64,
     pub concert_id: u64,
     pub starts_at: NaiveDateTime,
+    pub sales_open_at: NaiveDateTime,
+    pub cancelled_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -122,6 +124,8 @@ pub async fn available_dates(
     concert_dates::table
         .filter(concert_dates::concert_id.eq(concert_id))
         .filter(concert_dates::starts_at.gt(now))
+        .filter(concert_dates::sales_open_at.le(now))
+        .filter(concert_dates::cancelled_at.is_null())
         .filter(exists(
             seats::table
                 .filter(seats::concert_date_id.eq(concert_dates::id))
@@ -223,4 +227,63 @@ pub async fn seat_counts_of_dates(
         ))
         .load(conn)
         .await
+}
+
+pub async fn insert_concert(
+    conn: &mut AsyncMysqlConnection,
+    name: &str,
+    venue: &str,
+    now: NaiveDateTime,
+) -> QueryResult<u64> {
+    diesel::insert_into(concerts::table)
+        .values((
+            concerts::name.eq(name),
+            concerts::venue.eq(venue),
+            concerts::created_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    last_insert_id(conn).await
+}
+
+/// Adds a date and its seats, `prices[n - 1]` being seat n's.
+pub async fn insert_date(
+    conn: &mut AsyncMysqlConnection,
+    concert_id: u64,
+    starts_at: NaiveDateTime,
+    sales_open_at: NaiveDateTime,
+    prices: &[BigDecimal],
+) -> QueryResult<u64> {
+    diesel::insert_into(concert_dates::table)
+        .values((
+            concert_dates::concert_id.eq(concert_id),
+            concert_dates::starts_at.eq(starts_at),
+            concert_dates::sales_open_at.eq(sales_open_at),
+        ))
+        .execute(conn)
+        .await?;
+    let date_id = last_insert_id(conn).await?;
+    let rows: Vec<_> = (1..)
+        .zip(prices)
+        .map(|(number, price)| {
+            (
+                seats::concert_date_id.eq(date_id),
+                seats::number.eq(number),
+                seats::price.eq(price),
+            )
+        })
+        .collect();
+    diesel::insert_into(seats::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(date_id)
+}
+
+pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> QueryResult<u64> {
+    diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
+    >("LAST_INSERT_ID()"))
+    .get_result(conn)
+    .await
 }

@@ -4,11 +4,11 @@
 use bigdecimal::BigDecimal;
 use chrono::{Days, NaiveDateTime, NaiveTime};
 use diesel::prelude::*;
-use diesel::sql_types::Unsigned;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use futures_util::FutureExt;
 
-use crate::db::schema::{concert_dates, concerts, seats};
+use super::model;
+use crate::db::schema::concerts;
 use crate::db::{self, DbPool};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
@@ -109,42 +109,17 @@ async fn insert_concert(
     Ok(())
 }
 
-/// Adds a date with seats 1 to 50 to a concert.
+/// Adds a date with seats 1 to 50 to a concert, on sale at once.
 pub async fn insert_date(
     conn: &mut AsyncMysqlConnection,
     concert_id: u64,
     starts_at: NaiveDateTime,
 ) -> AppResult<u64> {
-    diesel::insert_into(concert_dates::table)
-        .values((
-            concert_dates::concert_id.eq(concert_id),
-            concert_dates::starts_at.eq(starts_at),
-        ))
-        .execute(conn)
-        .await?;
-    let date_id = last_insert_id(conn).await?;
-    let rows: Vec<_> = (1..=SEATS_PER_DATE)
-        .map(|number| {
-            (
-                seats::concert_date_id.eq(date_id),
-                seats::number.eq(number),
-                seats::price.eq(price_of(number)),
-            )
-        })
-        .collect();
-    diesel::insert_into(seats::table)
-        .values(rows)
-        .execute(conn)
-        .await?;
-    Ok(date_id)
+    let prices: Vec<BigDecimal> = (1..=SEATS_PER_DATE).map(price_of).collect();
+    let on_sale_since_always = NaiveDateTime::default();
+    Ok(model::insert_date(conn, concert_id, starts_at, on_sale_since_always, &prices).await?)
 }
 
 pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> AppResult<u64> {
-    Ok(
-        diesel::select(diesel::dsl::sql::<Unsigned<diesel::sql_types::BigInt>>(
-            "LAST_INSERT_ID()",
-        ))
-        .get_result(conn)
-        .await?,
-    )
+    Ok(model::last_insert_id(conn).await?)
 }

@@ -20,6 +20,8 @@ diesel::table! {
         id -> Unsigned<Bigint>,
         concert_id -> Unsigned<Bigint>,
         starts_at -> Datetime,
+        sales_open_at -> Datetime,
+        cancelled_at -> Nullable<Datetime>,
     }
 }
 
@@ -64,6 +66,9 @@ diesel::table! {
         id -> Unsigned<Tinyint>,
         last_issued_seq -> Unsigned<Bigint>,
         admitted_through_seq -> Unsigned<Bigint>,
+        max_active_tokens -> Nullable<Unsigned<Integer>>,
+        admit_interval_ms -> Nullable<Unsigned<Integer>>,
+        admission_paused -> Bool,
     }
 }
 

@@ -78,3 +78,16 @@ impl Guard for TokenGuard {
         }
     }
 }
+
+/// Organizer operations: the bearer must be one of `ORGANIZER_KEYS`.
+pub struct OrganizerGuard;
+
+impl Guard for OrganizerGuard {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        crate::accounts::organizers::check_organizer(
+            &ctx.app().config.organizer_keys,
+            super::context::bearer(ctx),
+        )
+        .map_err(Into::into)
+    }
+}

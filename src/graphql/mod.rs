@@ -22,7 +22,7 @@ use futures_util::stream::BoxStream;
 
 use crate::AppState;
 use crate::booking::graphql::BookingMutation;
-use crate::catalogue::graphql::CatalogueQuery;
+use crate::catalogue::graphql::{CatalogueMutation, CatalogueQuery};
 use crate::queue::graphql::{QueueMutation, QueueQuery};
 use crate::queue::subscription::QueueSubscription;
 use crate::wallet::graphql::{WalletMutation, WalletQuery};
@@ -33,7 +33,12 @@ pub use extension::{MAX_QUERY_BYTES, OverWebsocket};
 pub struct Query(WalletQuery, QueueQuery, CatalogueQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(WalletMutation, QueueMutation, BookingMutation);
+pub struct Mutation(
+    WalletMutation,
+    QueueMutation,
+    BookingMutation,
+    CatalogueMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(QueueSubscription);

@@ -3,10 +3,12 @@
 use async_graphql::{Context, Object, Result, SimpleObject};
 use uuid::Uuid;
 
+use super::line::{self, LineChange};
 use super::model::TokenStatus;
 use super::runtime::TokenView;
 use super::service::TokenState;
 use crate::graphql::context::{AppContext, bearer_claims};
+use crate::graphql::guard::OrganizerGuard;
 use crate::graphql::scalars::Instant;
 
 /// A place in the waiting line.
@@ -44,6 +46,43 @@ impl From<TokenView> for QueueToken {
     }
 }
 
+/// The waiting line as it stands, for organizers.
+#[derive(SimpleObject)]
+pub struct LineState {
+    /// Tokens WAITING now.
+    waiting: u64,
+    /// Tokens ACTIVE now.
+    active: u64,
+    max_active_tokens: u64,
+    admit_interval_ms: u64,
+    /// True while admission is paused.
+    paused: bool,
+    /// Tokens admitted in the last 60 seconds.
+    admitted_last_minute: u64,
+}
+
+impl From<line::LineState> for LineState {
+    fn from(state: line::LineState) -> Self {
+        Self {
+            waiting: state.waiting,
+            active: state.active,
+            max_active_tokens: state.max_active_tokens,
+            admit_interval_ms: state.admit_interval_ms,
+            paused: state.paused,
+            admitted_last_minute: state.admitted_last_minute,
+        }
+    }
+}
+
+/// Saves an organizer's change and lets this server's admission turn
+/// follow it at once; the other servers follow within their interval.
+async fn change_line(ctx: &Context<'_>, change: LineChange) -> Result<LineState> {
+    let app = ctx.app();
+    let state = line::change_line(&app.pool, app.queue.settings, change).await?;
+    app.queue.admission_wakeup.notify_one();
+    Ok(state.into())
+}
+
 #[derive(Default)]
 pub struct QueueQuery;
 
@@ -54,6 +93,15 @@ impl QueueQuery {
         let queue = &ctx.app().queue;
         let claims = bearer_claims(ctx)?;
         Ok(queue.view(&claims).await?.into())
+    }
+
+    /// Organizer: the waiting line as it stands.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn line(&self, ctx: &Context<'_>) -> Result<LineState> {
+        let app = ctx.app();
+        Ok(line::line_state(&app.pool, app.queue.settings)
+            .await?
+            .into())
     }
 }
 
@@ -69,5 +117,41 @@ impl QueueMutation {
             .authorize(&app.pool, crate::graphql::context::caller(ctx)?, user_id)
             .await?;
         Ok(app.queue.issue(user_id).await?.into())
+    }
+
+    /// Organizer: new limits for the line, followed by every server within ADMIT_INTERVAL_MS; a null argument leaves that limit as it is.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn set_line_limits(
+        &self,
+        ctx: &Context<'_>,
+        max_active_tokens: Option<i32>,
+        admit_interval_ms: Option<i32>,
+    ) -> Result<LineState> {
+        let change = LineChange {
+            max_active_tokens,
+            admit_interval_ms,
+            paused: None,
+        };
+        change_line(ctx, change).await
+    }
+
+    /// Organizer: nobody is admitted until resumeAdmission; ACTIVE tokens stay ACTIVE.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn pause_admission(&self, ctx: &Context<'_>) -> Result<LineState> {
+        let change = LineChange {
+            paused: Some(true),
+            ..LineChange::default()
+        };
+        change_line(ctx, change).await
+    }
+
+    /// Organizer: admission goes on.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn resume_admission(&self, ctx: &Context<'_>) -> Result<LineState> {
+        let change = LineChange {
+            paused: Some(false),
+            ..LineChange::default()
+        };
+        change_line(ctx, change).await
     }
 }

@@ -1,6 +1,7 @@
 //! The waiting line: tokens, fair admission, live position.
 
 pub mod graphql;
+pub mod line;
 pub mod live;
 pub mod model;
 mod rate;

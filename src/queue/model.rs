@@ -53,6 +53,16 @@ pub struct QueueCounters {
     pub admitted_through_seq: u64,
 }
 
+/// The line's limits as organizers set them (`None`: the server's own
+/// setting applies), kept on the counters' row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = queue_state, check_for_backend(diesel::mysql::Mysql))]
+pub struct LineControls {
+    pub max_active_tokens: Option<u32>,
+    pub admit_interval_ms: Option<u32>,
+    pub admission_paused: bool,
+}
+
 impl QueueCounters {
     pub fn waiting(&self) -> u64 {
         self.last_issued_seq - self.admitted_through_seq
@@ -88,10 +98,14 @@ const STATE_ROW: u8 = 1;
 
 /// Locks the line's counters: issuing and admitting take turns on this row,
 /// in this process and in every other one on the same database.
-pub async fn lock_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<QueueCounters> {
+/// The limits come with them: what is read under the lock is in force
+/// until it is released, since changing them takes the same lock.
+pub async fn lock_counters(
+    conn: &mut AsyncMysqlConnection,
+) -> QueryResult<(QueueCounters, LineControls)> {
     queue_state::table
         .find(STATE_ROW)
-        .select(QueueCounters::as_select())
+        .select((QueueCounters::as_select(), LineControls::as_select()))
         .for_update()
         .first(conn)
         .await
@@ -100,15 +114,61 @@ pub async fn lock_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<Queue
 /// `lock_counters`, or `None` at once when another session holds the lock.
 pub async fn lock_counters_unless_taken(
     conn: &mut AsyncMysqlConnection,
-) -> QueryResult<Option<QueueCounters>> {
+) -> QueryResult<Option<(QueueCounters, LineControls)>> {
     queue_state::table
         .find(STATE_ROW)
-        .select(QueueCounters::as_select())
+        .select((QueueCounters::as_select(), LineControls::as_select()))
         .for_update()
         .skip_locked()
         .first(conn)
         .await
         .optional()
+}
+
+/// The counters and the limits as they stand, without a lock.
+pub async fn read_line(
+    conn: &mut AsyncMysqlConnection,
+) -> QueryResult<(QueueCounters, LineControls)> {
+    queue_state::table
+        .find(STATE_ROW)
+        .select((QueueCounters::as_select(), LineControls::as_select()))
+        .first(conn)
+        .await
+}
+
+/// Sets the limits that are `Some`, and the pause when given.
+pub async fn save_controls(
+    conn: &mut AsyncMysqlConnection,
+    max_active_tokens: Option<u32>,
+    admit_interval_ms: Option<u32>,
+    paused: Option<bool>,
+) -> QueryResult<()> {
+    let (max_active, interval, pause) = (
+        max_active_tokens.map(|limit| queue_state::max_active_tokens.eq(Some(limit))),
+        admit_interval_ms.map(|ms| queue_state::admit_interval_ms.eq(Some(ms))),
+        paused.map(|paused| queue_state::admission_paused.eq(paused)),
+    );
+    if max_active.is_none() && interval.is_none() && pause.is_none() {
+        return Ok(());
+    }
+    diesel::update(queue_state::table.find(STATE_ROW))
+        .set((max_active, interval, pause))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Tokens admitted at or after `since` (an index range of the recent ones).
+pub async fn count_admitted_since(
+    conn: &mut AsyncMysqlConnection,
+    since: NaiveDateTime,
+) -> QueryResult<u64> {
+    let admitted: i64 = queue_tokens::table
+        .filter(queue_tokens::admitted_at.ge(since))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(u64::try_from(admitted).unwrap_or(0))
 }
 
 pub async fn read_counters(conn: &mut AsyncMysqlConnection) -> QueryResult<QueueCounters> {

@@ -7,7 +7,7 @@ use diesel_async::AsyncMysqlConnection;
 use futures_util::FutureExt;
 use uuid::Uuid;
 
-use super::model::{self, QueueCounters, TokenRow, TokenStatus};
+use super::model::{self, LineControls, QueueCounters, TokenRow, TokenStatus};
 use super::token::random_nonce;
 use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
@@ -20,6 +20,24 @@ pub struct QueueSettings {
     pub max_active: u64,
     pub active_ttl: chrono::Duration,
     pub admit_interval: std::time::Duration,
+}
+
+impl QueueSettings {
+    /// How many may be ACTIVE under these controls.
+    pub fn max_active_under(&self, controls: &LineControls) -> u64 {
+        controls
+            .max_active_tokens
+            .map_or(self.max_active, u64::from)
+    }
+
+    /// The longest a free slot waits under these controls.
+    pub fn admit_interval_under(&self, controls: &LineControls) -> std::time::Duration {
+        controls
+            .admit_interval_ms
+            .map_or(self.admit_interval, |ms| {
+                std::time::Duration::from_millis(u64::from(ms))
+            })
+    }
 }
 
 /// What a token is right now.
@@ -80,7 +98,7 @@ async fn issue_in_transaction(
     settings: QueueSettings,
     user_ids: &[Uuid],
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
-    let counters = model::lock_counters(conn).await?;
+    let (counters, controls) = model::lock_counters(conn).await?;
     // Read once the line is ours: lapses and admissions are judged by it.
     let now = clock::now();
     let distinct: Vec<DbUuid> = distinct_in_order(user_ids);
@@ -113,7 +131,7 @@ async fn issue_in_transaction(
         live.extend(issued.into_iter().map(|row| (row.user_id, row)));
         // Nobody overtakes: newcomers go straight in only when nobody waits.
         if counters.waiting() == 0 {
-            after = admit_next(conn, settings, after, now).await?;
+            after = admit_next(conn, settings, &controls, after, now).await?;
             let seqs: Vec<u64> =
                 (counters.admitted_through_seq + 1..=after.admitted_through_seq).collect();
             if !seqs.is_empty() {
@@ -163,19 +181,21 @@ fn new_waiting_tokens(users: &[DbUuid], last_issued: u64, now: NaiveDateTime) ->
 
 /// Admits as many of the earliest WAITING tokens as there are free slots and
 /// returns the counters moved past them (the caller saves them). Runs under
-/// the counters row lock.
+/// the counters row lock, under the organizers' controls read with it:
+/// nobody is admitted while admission is paused.
 async fn admit_next(
     conn: &mut AsyncMysqlConnection,
     settings: QueueSettings,
+    controls: &LineControls,
     counters: QueueCounters,
     now: NaiveDateTime,
 ) -> AppResult<QueueCounters> {
-    if counters.waiting() == 0 {
+    if counters.waiting() == 0 || controls.admission_paused {
         return Ok(counters);
     }
     let active = model::count_active(conn, now).await?;
     let admit = settings
-        .max_active
+        .max_active_under(controls)
         .saturating_sub(active)
         .min(counters.waiting());
     if admit == 0 {
@@ -244,16 +264,18 @@ pub async fn admit_waiting(
     db::run(pool, move |conn| {
         async move {
             crate::transaction_with_retry!(conn, |conn| {
-                let Some(before) = model::lock_counters_unless_taken(conn).await? else {
+                let Some((before, controls)) = model::lock_counters_unless_taken(conn).await?
+                else {
                     return Ok(None);
                 };
                 let now = clock::now();
                 model::expire_lapsed_tokens(conn, now).await?;
-                let after = admit_next(conn, settings, before, now).await?;
+                let after = admit_next(conn, settings, &controls, before, now).await?;
                 if after != before {
                     model::save_counters(conn, after).await?;
                 }
                 Ok(Some(AdmissionTurn {
+                    controls,
                     counters: after,
                     admitted: after.admitted_through_seq - before.admitted_through_seq,
                 }))
@@ -268,6 +290,8 @@ pub async fn admit_waiting(
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionTurn {
     pub counters: QueueCounters,
+    /// The organizers' controls in force during the turn.
+    pub controls: LineControls,
     /// Tokens this turn admitted.
     pub admitted: u64,
 }

@@ -35,18 +35,20 @@ pub fn valid_name(name: &str) -> AppResult<String> {
             "a name is 1 to {MAX_NAME_CHARS} characters after trimming; this one has {chars}"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(AppError::invalid("a name may not hold control characters"));
+    visible_text(trimmed).map_err(|why| AppError::invalid(format!("a name {why}")))
+}
+
+/// Text that is all visible: no control characters, and at least one
+/// character that is neither white space nor invisible formatting. The
+/// error says why not, to follow "a name ...".
+pub fn visible_text(text: &str) -> Result<String, &'static str> {
+    if text.chars().any(char::is_control) {
+        return Err("may not hold control characters");
     }
-    if !trimmed
-        .chars()
-        .any(|c| !c.is_whitespace() && !is_invisible(c))
-    {
-        return Err(AppError::invalid(
-            "a name needs at least one visible character",
-        ));
+    if !text.chars().any(|c| !c.is_whitespace() && !is_invisible(c)) {
+        return Err("needs at least one visible character");
     }
-    Ok(trimmed.to_owned())
+    Ok(text.to_owned())
 }
 
 /// Characters that render as nothing: Unicode's format characters (zero

@@ -46,8 +46,14 @@ pub async fn hold_seat(
         )));
     }
     let seat = directory.seat(pool, concert_date_id, number).await?;
-    if seat.starts_at <= clock::now() {
+    let now = clock::now();
+    if seat.starts_at <= now {
         return Err(AppError::SeatUnavailable("this date has already begun"));
+    }
+    if seat.sales_open_at > now {
+        return Err(AppError::SeatUnavailable(
+            "sales for this date have not opened yet",
+        ));
     }
     let token = *token;
     db::run(pool, move |conn| {

@@ -1,0 +1,3 @@
+ALTER TABLE concert_dates
+    DROP COLUMN cancelled_at,
+    DROP COLUMN sales_open_at;
