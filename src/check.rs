@@ -54,14 +54,15 @@ const RULES: &[(&str, &str)] = &[
         "a payment's amount is the sum of its reservations",
         "SELECT CONCAT('payment ', HEX(p.id), ' is ', p.amount, ' but its reservations sum to ', \
                 COALESCE(SUM(r.price), 0)) AS detail \
-         FROM payments p LEFT JOIN reservations r ON r.payment_id = p.id AND r.status = 'PAID' \
+         FROM payments p LEFT JOIN reservations r \
+              ON r.payment_id = p.id AND r.status IN ('PAID', 'REFUNDED') \
          GROUP BY p.id, p.amount HAVING p.amount <> COALESCE(SUM(r.price), 0)",
     ),
     (
         "a payment has one PAYMENT balance entry of minus its amount",
         "SELECT CONCAT('payment ', HEX(p.id), ' of ', p.amount, ' has ', COUNT(e.id), \
                 ' PAYMENT entries summing to ', COALESCE(SUM(e.amount), 0)) AS detail \
-         FROM payments p LEFT JOIN balance_entries e ON e.payment_id = p.id \
+         FROM payments p LEFT JOIN balance_entries e ON e.payment_id = p.id AND e.kind = 'PAYMENT' \
          GROUP BY p.id, p.amount HAVING COUNT(e.id) <> 1 OR COALESCE(SUM(e.amount), 0) <> -p.amount",
     ),
     (
@@ -80,16 +81,50 @@ const RULES: &[(&str, &str)] = &[
          WHERE e.balance_after <> u.balance",
     ),
     (
-        "a balance is between 0 and 1,000,000,000.00",
-        "SELECT CONCAT('user ', HEX(id), ' has balance ', balance) AS detail \
-         FROM users WHERE balance < 0 OR balance > 1000000000.00",
+        "a balance is not negative, and above 1,000,000,000.00 only through refunds",
+        "SELECT CONCAT('user ', HEX(u.id), ' has balance ', u.balance) AS detail \
+         FROM users u WHERE u.balance < 0 OR (u.balance > 1000000000.00 AND NOT EXISTS \
+              (SELECT 1 FROM balance_entries e WHERE e.user_id = u.id AND e.kind = 'REFUND'))",
     ),
     (
         "a HELD seat is held by a reservation of that seat",
         "SELECT CONCAT('seat ', s.id, ' is HELD by ', COALESCE(HEX(s.held_by_reservation_id), 'nobody'), \
                 ', which is not a hold of this seat') AS detail \
          FROM seats s LEFT JOIN reservations r ON r.id = s.held_by_reservation_id \
-         WHERE s.status = 'HELD' AND (r.id IS NULL OR r.seat_id <> s.id OR r.status = 'PAID')",
+         WHERE s.status = 'HELD' AND (r.id IS NULL OR r.seat_id <> s.id OR r.status <> 'HELD')",
+    ),
+    (
+        "a REFUNDED reservation has exactly one REFUND entry, of its price",
+        "SELECT CONCAT('reservation ', HEX(r.id), ' of ', r.price, ' is REFUNDED with ', COUNT(e.id), \
+                ' REFUND entries summing to ', COALESCE(SUM(e.amount), 0)) AS detail \
+         FROM reservations r LEFT JOIN balance_entries e ON e.reservation_id = r.id AND e.kind = 'REFUND' \
+         WHERE r.status = 'REFUNDED' GROUP BY r.id, r.price \
+         HAVING COUNT(e.id) <> 1 OR COALESCE(SUM(e.amount), 0) <> r.price",
+    ),
+    (
+        "a REFUND entry refunds a REFUNDED reservation of its user and payment",
+        "SELECT CONCAT('entry ', e.id, ' refunds reservation ', HEX(r.id), ', which is ', r.status) AS detail \
+         FROM balance_entries e JOIN reservations r ON r.id = e.reservation_id \
+         WHERE e.kind = 'REFUND' AND (r.status <> 'REFUNDED' OR r.user_id <> e.user_id \
+               OR r.payment_id <> e.payment_id)",
+    ),
+    (
+        "a cancelled date has no HELD or SOLD seat and no HELD or PAID reservation",
+        "SELECT CONCAT('date ', d.id, ' is cancelled but seat ', s.id, ' is ', s.status, \
+                COALESCE(CONCAT(' with reservation ', HEX(r.id), ' ', r.status), '')) AS detail \
+         FROM concert_dates d JOIN seats s ON s.concert_date_id = d.id \
+         LEFT JOIN reservations r ON r.seat_id = s.id AND r.status IN ('HELD', 'PAID') \
+         WHERE d.cancelled_at IS NOT NULL AND (s.status IN ('HELD', 'SOLD') OR r.id IS NOT NULL)",
+    ),
+    (
+        "a date's revenue, the PAID prices, is the price of its SOLD seats",
+        "SELECT CONCAT('date ', s.concert_date_id, ' has PAID reservations of ', \
+                COALESCE(SUM(CASE WHEN r.status = 'PAID' THEN r.price END), 0), ' but SOLD seats of ', \
+                COALESCE(SUM(CASE WHEN s.status = 'SOLD' AND r.status = 'PAID' THEN s.price END), 0), \
+                ' in ', COUNT(DISTINCT CASE WHEN s.status = 'SOLD' THEN s.id END), ' seats') AS detail \
+         FROM seats s LEFT JOIN reservations r ON r.seat_id = s.id AND r.status = 'PAID' \
+         GROUP BY s.concert_date_id \
+         HAVING COALESCE(SUM(r.price), 0) <> COALESCE(SUM(CASE WHEN s.status = 'SOLD' THEN s.price END), 0)",
     ),
     (
         "one user per JWT subject",
@@ -153,8 +188,10 @@ async fn violations_on(
         detail: finding.detail,
     }));
     let over_limit: Vec<Finding> = diesel::sql_query(
-        "SELECT CONCAT(COUNT(*), ' tokens are ACTIVE, above MAX_ACTIVE_TOKENS=', ?) AS detail \
-         FROM queue_tokens WHERE status = 'ACTIVE' AND expires_at > ? HAVING COUNT(*) > ?",
+        "SELECT CONCAT(COUNT(*), ' tokens are ACTIVE, above MAX_ACTIVE_TOKENS=', ?, \
+                ' and the organizer limit') AS detail \
+         FROM queue_tokens WHERE status = 'ACTIVE' AND expires_at > ? \
+         HAVING COUNT(*) > GREATEST(?, COALESCE((SELECT max_active_tokens FROM queue_state), 0))",
     )
     .bind::<Unsigned<BigInt>, _>(u64::from(max_active_tokens))
     .bind::<Datetime, _>(now)

@@ -1,14 +1,14 @@
 //! `holdSeat`, `pay`, and the `Reservation` and `Payment` types.
 
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
 
 use super::loader::{PaymentKey, ReservationsOfPayment};
 use super::model::{PaymentRow, ReservationRow, ReservationStatus};
 use super::service;
-use crate::catalogue::graphql::Seat;
+use crate::catalogue::graphql::{ConcertDate, Seat};
 use crate::catalogue::loader::SeatKey;
 use crate::graphql::context::{AppContext, bearer_claims, load_list, load_required, shared_error};
-use crate::graphql::guard::TokenGuard;
+use crate::graphql::guard::{OrganizerGuard, TokenGuard};
 use crate::graphql::scalars::Instant;
 use crate::money::Money;
 use crate::wallet::service::valid_key;
@@ -83,6 +83,37 @@ impl Payment {
     }
 }
 
+/// One date's sales as they stand.
+#[derive(SimpleObject)]
+pub struct SalesReport {
+    concert_date: ConcertDate,
+    seats_sold: i64,
+    seats_held: i64,
+    seats_available: i64,
+    /// The sum of the prices of the date's PAID reservations.
+    revenue: Money,
+}
+
+#[derive(Default)]
+pub struct BookingQuery;
+
+#[Object]
+impl BookingQuery {
+    /// Organizer: one date's sales as they stand.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn sales_report(&self, ctx: &Context<'_>, concert_date_id: ID) -> Result<SalesReport> {
+        let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
+        let figures = service::sales_report(&ctx.app().pool, date_id, ctx.scope().now).await?;
+        Ok(SalesReport {
+            concert_date: ConcertDate(figures.date),
+            seats_sold: figures.seats_sold,
+            seats_held: figures.seats_held,
+            seats_available: figures.seats_available,
+            revenue: figures.revenue,
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct BookingMutation;
 
@@ -128,5 +159,32 @@ impl BookingMutation {
         // A slot is free now: let the next in line in without waiting a tick.
         app.queue.admission_wakeup.notify_one();
         Ok(Payment(payment))
+    }
+
+    /// The bearer's own HELD reservation becomes RELEASED at once and its seat is back on sale; the token stays ACTIVE. Needs an ACTIVE token.
+    #[graphql(guard = "TokenGuard::active()")]
+    async fn release_hold(&self, ctx: &Context<'_>, reservation_id: ID) -> Result<Reservation> {
+        let token = bearer_claims(ctx)?;
+        let id = service::parse_reservation_ids(&[reservation_id.0])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::error::AppError::invalid("reservationId is missing"))?;
+        let app = ctx.app();
+        let released =
+            service::release_hold(&app.pool, &token, id, app.queue.settings.active_ttl).await?;
+        Ok(Reservation(released))
+    }
+
+    /// Organizer: no more holds on the date; its HELD reservations become RELEASED and its PAID ones REFUNDED to their users' balances, in one transaction.
+    #[graphql(guard = "OrganizerGuard")]
+    async fn cancel_concert_date(
+        &self,
+        ctx: &Context<'_>,
+        concert_date_id: ID,
+    ) -> Result<ConcertDate> {
+        let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
+        let app = ctx.app();
+        let date = service::cancel_date(&app.pool, date_id, app.queue.settings.active_ttl).await?;
+        Ok(ConcertDate(date))
     }
 }

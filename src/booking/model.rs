@@ -24,12 +24,18 @@ pub enum ReservationStatus {
     Paid,
     /// The hold lapsed unpaid; the seat went back on sale.
     Expired,
+    /// The holder let the hold go (releaseHold), or the date was cancelled while it was held.
+    Released,
+    /// Paid, then the date was cancelled: the price went back to the balance.
+    Refunded,
 }
 
 text_enum!(ReservationStatus {
     Held = "HELD",
     Paid = "PAID",
     Expired = "EXPIRED",
+    Released = "RELEASED",
+    Refunded = "REFUNDED",
 });
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -363,4 +369,96 @@ pub async fn payments_page(
         .load(conn)
         .await
         .map(Some)
+}
+
+/// Locks one reservation.
+pub async fn lock_reservation(
+    conn: &mut AsyncMysqlConnection,
+    id: DbUuid,
+) -> QueryResult<Option<ReservationRow>> {
+    reservations::table
+        .find(id)
+        .select(ReservationRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Locks the reservations of a date that are HELD (live or lapsed) or PAID.
+pub async fn lock_open_reservations_of_date(
+    conn: &mut AsyncMysqlConnection,
+    concert_date_id: u64,
+) -> QueryResult<Vec<ReservationRow>> {
+    reservations::table
+        .inner_join(seats::table.on(seats::id.eq(reservations::seat_id)))
+        .filter(seats::concert_date_id.eq(concert_date_id))
+        .filter(reservations::status.eq_any([ReservationStatus::Held, ReservationStatus::Paid]))
+        .order(reservations::id)
+        .select(ReservationRow::as_select())
+        .for_update()
+        .load(conn)
+        .await
+}
+
+pub async fn set_status(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+    status: ReservationStatus,
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(reservations::table.filter(reservations::id.eq_any(ids)))
+        .set(reservations::status.eq(status))
+        .execute(conn)
+        .await
+}
+
+/// Puts the seats held by these reservations back on sale at once.
+pub async fn free_seats_held_by(
+    conn: &mut AsyncMysqlConnection,
+    holds: &[DbUuid],
+) -> QueryResult<usize> {
+    if holds.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        seats::table
+            .filter(seats::status.eq(SeatStatus::Held))
+            .filter(seats::held_by_reservation_id.eq_any(holds)),
+    )
+    .set((
+        seats::status.eq(SeatStatus::Available),
+        seats::held_by_reservation_id.eq(None::<DbUuid>),
+        seats::held_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)
+    .await
+}
+
+/// A date's sales from its reservations: (sold, held now, revenue).
+pub async fn sales_of_date(
+    conn: &mut AsyncMysqlConnection,
+    concert_date_id: u64,
+    now: NaiveDateTime,
+) -> QueryResult<(i64, i64, Option<BigDecimal>)> {
+    use diesel::dsl::{case_when, count, sum};
+    let paid = reservations::status.eq(ReservationStatus::Paid);
+    let live = reservations::status
+        .eq(ReservationStatus::Held)
+        .and(reservations::held_until.gt(now));
+    reservations::table
+        .inner_join(seats::table.on(seats::id.eq(reservations::seat_id)))
+        .filter(seats::concert_date_id.eq(concert_date_id))
+        .select((
+            count(case_when(paid, reservations::seat_id)),
+            count(case_when(live, reservations::seat_id)),
+            sum(case_when(
+                reservations::status.eq(ReservationStatus::Paid),
+                reservations::price,
+            )),
+        ))
+        .first(conn)
+        .await
 }

@@ -20,12 +20,15 @@ pub enum SeatStatus {
     /// Held for someone until their hold lapses.
     Held,
     Sold,
+    /// Its date was cancelled: never on sale again.
+    Cancelled,
 }
 
 text_enum!(SeatStatus {
     Available = "AVAILABLE",
     Held = "HELD",
     Sold = "SOLD",
+    Cancelled = "CANCELLED",
 });
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -286,4 +289,44 @@ pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> QueryResult<u64>
     >("LAST_INSERT_ID()"))
     .get_result(conn)
     .await
+}
+
+/// Locks a date's row: cancellations of one date take turns on it.
+pub async fn lock_date(
+    conn: &mut AsyncMysqlConnection,
+    id: u64,
+) -> QueryResult<Option<ConcertDateRow>> {
+    concert_dates::table
+        .find(id)
+        .select(ConcertDateRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn mark_cancelled(
+    conn: &mut AsyncMysqlConnection,
+    id: u64,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(concert_dates::table.find(id))
+        .set(concert_dates::cancelled_at.eq(Some(now)))
+        .execute(conn)
+        .await
+}
+
+/// Takes every seat of the date off sale for good. Each seat's row lock is
+/// the one a hold's conditional write needs, so a hold either committed
+/// before this (and its reservation is then ended with the rest) or finds
+/// the seat CANCELLED.
+pub async fn cancel_seats(conn: &mut AsyncMysqlConnection, date_id: u64) -> QueryResult<usize> {
+    diesel::update(seats::table.filter(seats::concert_date_id.eq(date_id)))
+        .set((
+            seats::status.eq(SeatStatus::Cancelled),
+            seats::held_by_reservation_id.eq(None::<DbUuid>),
+            seats::held_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
+        .await
 }

@@ -12,6 +12,8 @@ diesel::table! {
         #[max_length = 16]
         payment_id -> Nullable<Binary>,
         at -> Datetime,
+        #[max_length = 16]
+        reservation_id -> Nullable<Binary>,
     }
 }
 
@@ -98,7 +100,7 @@ diesel::table! {
         user_id -> Binary,
         seat_id -> Unsigned<Bigint>,
         token_seq -> Unsigned<Bigint>,
-        #[max_length = 7]
+        #[max_length = 8]
         status -> Varchar,
         price -> Decimal,
         created_at -> Datetime,

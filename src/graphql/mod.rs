@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::AppState;
-use crate::booking::graphql::BookingMutation;
+use crate::booking::graphql::{BookingMutation, BookingQuery};
 use crate::catalogue::graphql::{CatalogueMutation, CatalogueQuery};
 use crate::queue::graphql::{QueueMutation, QueueQuery};
 use crate::queue::subscription::QueueSubscription;
@@ -30,7 +30,7 @@ use crate::wallet::graphql::{WalletMutation, WalletQuery};
 pub use extension::{MAX_QUERY_BYTES, OverWebsocket};
 
 #[derive(MergedObject, Default)]
-pub struct Query(WalletQuery, QueueQuery, CatalogueQuery);
+pub struct Query(WalletQuery, QueueQuery, CatalogueQuery, BookingQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(

@@ -386,3 +386,49 @@ diesel::define_sql_function! {
     /// SQL `LEAST`: the earlier of a lapse and another instant.
     fn least(a: diesel::sql_types::Nullable<Datetime>, b: Datetime) -> diesel::sql_types::Nullable<Datetime>;
 }
+
+/// Locks the bearer's token row if it is ACTIVE, as a hold does first, so
+/// that a release takes turns with the user's holds. False otherwise.
+pub async fn lock_active_token(
+    conn: &mut AsyncMysqlConnection,
+    claims: &TokenClaims,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let locked = active_bearer_token(claims, now)
+        .select(queue_tokens::seq)
+        .for_update()
+        .first::<u64>(conn)
+        .await
+        .optional()?;
+    Ok(locked.is_some())
+}
+
+/// Counts the user's live holds again on their ACTIVE token, after some
+/// ended early (released, or their date cancelled), and lets the token run
+/// to its full term or to the earliest hold still live: a hold that ended
+/// early can no longer lapse, so it no longer caps the token.
+pub async fn recount_live_holds(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    now: NaiveDateTime,
+    active_ttl: chrono::Duration,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE queue_tokens t \
+         SET t.live_holds = (SELECT COUNT(*) FROM reservations r \
+              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?), \
+             t.expires_at = LEAST(t.admitted_at + INTERVAL ? SECOND, COALESCE( \
+             (SELECT MIN(r.held_until) FROM reservations r \
+              WHERE r.user_id = t.user_id AND r.status = 'HELD' AND r.held_until > ?), \
+              t.admitted_at + INTERVAL ? SECOND)) \
+         WHERE t.live_user_id = ? AND t.status = 'ACTIVE' AND t.expires_at > ?",
+    )
+    .bind::<Datetime, _>(now)
+    .bind::<BigInt, _>(active_ttl.num_seconds())
+    .bind::<Datetime, _>(now)
+    .bind::<BigInt, _>(active_ttl.num_seconds())
+    .bind::<diesel::sql_types::Binary, _>(user)
+    .bind::<Datetime, _>(now)
+    .execute(conn)
+    .await
+}

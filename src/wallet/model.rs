@@ -30,11 +30,14 @@ pub struct UserRow {
 pub enum EntryKind {
     Charge,
     Payment,
+    /// Positive: the price of a reservation of a cancelled date.
+    Refund,
 }
 
 text_enum!(EntryKind {
     Charge = "CHARGE",
     Payment = "PAYMENT",
+    Refund = "REFUND",
 });
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -206,6 +209,46 @@ pub async fn record_entry(
     .execute(conn)
     .await
     .map(drop)
+}
+
+/// Gives back a refunded reservation's price: the balance grows whatever
+/// the cap (which limits charges), and one REFUND entry records it. Locks
+/// the user's row.
+pub async fn refund(
+    conn: &mut AsyncMysqlConnection,
+    user: DbUuid,
+    amount: &BigDecimal,
+    payment: DbUuid,
+    reservation: DbUuid,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(user))
+        .set(users::balance.eq(users::balance + amount.clone()))
+        .execute(conn)
+        .await?;
+    let balance_now = users::table.find(user).select((
+        users::id,
+        EntryKind::Refund.into_sql::<Varchar>(),
+        amount.clone().into_sql::<Decimal>(),
+        users::balance,
+        Some(payment).into_sql::<Nullable<Binary>>(),
+        Some(reservation).into_sql::<Nullable<Binary>>(),
+        at.into_sql::<Datetime>(),
+    ));
+    diesel::insert_into(balance_entries::table)
+        .values(balance_now)
+        .into_columns((
+            balance_entries::user_id,
+            balance_entries::kind,
+            balance_entries::amount,
+            balance_entries::balance_after,
+            balance_entries::payment_id,
+            balance_entries::reservation_id,
+            balance_entries::at,
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// One page of a user's entries, newest first (ids grow as entries are

@@ -148,6 +148,7 @@ async fn explain_refused_hold(
     match refused {
         AppError::SeatUnavailable(_) => Err(match model::seat_status(conn, seat_id).await? {
             SeatStatus::Sold => AppError::SeatUnavailable("this seat is sold"),
+            SeatStatus::Cancelled => AppError::SeatUnavailable("this date was cancelled"),
             _ => AppError::SeatUnavailable("someone else took this seat first"),
         }),
         limit => Err(limit),
