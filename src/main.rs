@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use ticket_reservation::config::{Config, LogFormat};
 use ticket_reservation::error::AppResult;
-use ticket_reservation::{check, clock, db, graphql, server};
+use ticket_reservation::{catalogue, check, clock, db, graphql, server};
 use tracing_subscriber::EnvFilter;
 
 /// A server allocates many small, short-lived objects per request on every
@@ -36,6 +36,21 @@ enum Command {
     PrintSchema,
     /// Report every broken invariant in the database; exit 1 if any.
     Check,
+    /// Manage the catalogue from files.
+    Catalogue {
+        #[command(subcommand)]
+        action: CatalogueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogueAction {
+    /// Load concerts, dates, opening times and prices from a TOML file
+    /// (see catalogue/demo.toml): all or nothing; twice adds nothing.
+    Import {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,7 +111,43 @@ async fn run(command: Command, config: Config) -> AppResult<ExitCode> {
             })
         }
         Command::PrintSchema => Ok(write_stdout(&graphql::sdl())),
+        Command::Catalogue {
+            action: CatalogueAction::Import { file },
+        } => import_catalogue(&config, &file).await,
     }
+}
+
+async fn import_catalogue(config: &Config, file: &std::path::Path) -> AppResult<ExitCode> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(error) => {
+            write_stderr(&format!("cannot read {}: {error}\n", file.display()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let plan = match catalogue::import::plan(&text, clock::now()) {
+        Ok(plan) => plan,
+        Err(refused) => {
+            write_stderr(&format!(
+                "{}: {}\n",
+                file.display(),
+                refused.public_message()
+            ));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    db::prepare(&config.database_url).await?;
+    let monitor = Arc::new(db::DbMonitor::default());
+    let pool = db::build_pool(&config.database_url, db::PoolOptions::requests(1), monitor)?;
+    let imported = catalogue::import::import(&pool, plan).await?;
+    Ok(write_stdout(&format!(
+        "imported: {} concerts and {} dates added, {} dates already there\n",
+        imported.concerts_added, imported.dates_added, imported.dates_already_there
+    )))
+}
+
+fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn write_stdout(text: &str) -> ExitCode {

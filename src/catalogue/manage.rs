@@ -94,7 +94,7 @@ pub async fn add_date(
 
 /// A date starts in the future and opens before it starts; no opening
 /// given means now. Datetimes keep microseconds, as the columns do.
-fn check_times(date: &NewDate, now: NaiveDateTime) -> AppResult<NaiveDateTime> {
+pub(super) fn check_times(date: &NewDate, now: NaiveDateTime) -> AppResult<NaiveDateTime> {
     if date.starts_at <= now {
         return Err(AppError::invalid("startsAt must be in the future"));
     }
@@ -149,7 +149,7 @@ pub fn seat_prices(ranges: &[SeatPrices]) -> AppResult<Vec<BigDecimal>> {
 
 /// Names and venues follow the rules of a user's name (visible text, no
 /// control characters), up to 200 characters.
-fn title(field: &str, text: &str) -> AppResult<String> {
+pub(super) fn title(field: &str, text: &str) -> AppResult<String> {
     let trimmed = text.trim();
     if trimmed.chars().count() > MAX_TITLE_CHARS {
         return Err(AppError::invalid(format!(

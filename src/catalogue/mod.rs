@@ -2,6 +2,7 @@
 
 pub mod directory;
 pub mod graphql;
+pub mod import;
 pub mod loader;
 pub mod manage;
 pub mod model;

@@ -330,3 +330,33 @@ pub async fn cancel_seats(conn: &mut AsyncMysqlConnection, date_id: u64) -> Quer
         .execute(conn)
         .await
 }
+
+/// The concert of this name and venue, if there is one (the oldest).
+pub async fn find_concert(
+    conn: &mut AsyncMysqlConnection,
+    name: &str,
+    venue: &str,
+) -> QueryResult<Option<u64>> {
+    concerts::table
+        .filter(concerts::name.eq(name))
+        .filter(concerts::venue.eq(venue))
+        .order(concerts::id)
+        .select(concerts::id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn date_exists(
+    conn: &mut AsyncMysqlConnection,
+    concert_id: u64,
+    starts_at: NaiveDateTime,
+) -> QueryResult<bool> {
+    diesel::select(exists(
+        concert_dates::table
+            .filter(concert_dates::concert_id.eq(concert_id))
+            .filter(concert_dates::starts_at.eq(starts_at)),
+    ))
+    .get_result(conn)
+    .await
+}

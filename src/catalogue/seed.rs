@@ -1,42 +1,18 @@
-//! The demo catalogue: loaded into an empty catalogue at start unless
-//! SEED_DEMO=false, so a newcomer can hold and pay for a seat at once.
+//! The demo catalogue (`catalogue/demo.toml`): loaded into an empty
+//! catalogue at start unless SEED_DEMO=false, so a newcomer can hold and
+//! pay for a seat at once; and the seats of test fixtures.
 
 use bigdecimal::BigDecimal;
-use chrono::{Days, NaiveDateTime, NaiveTime};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use futures_util::FutureExt;
 
-use super::model;
+use super::{import, model};
 use crate::db::schema::concerts;
 use crate::db::{self, DbPool};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-
-struct DemoConcert {
-    name: &'static str,
-    venue: &'static str,
-    /// Days from today of each date; every date starts at 19:00 UTC.
-    days_ahead: &'static [u64],
-}
-
-const DEMO: &[DemoConcert] = &[
-    DemoConcert {
-        name: "IU 2027 World Tour: The Winning",
-        venue: "Olympic Gymnastics Arena, Seoul",
-        days_ahead: &[30, 31, 37],
-    },
-    DemoConcert {
-        name: "Seoul Philharmonic: Mahler 2",
-        venue: "Lotte Concert Hall, Seoul",
-        days_ahead: &[45, 52],
-    },
-    DemoConcert {
-        name: "Jazz at Blue Square",
-        venue: "Blue Square Mastercard Hall, Seoul",
-        days_ahead: &[14, 15],
-    },
-];
 
 pub const SEATS_PER_DATE: i32 = 50;
 
@@ -68,13 +44,9 @@ async fn seed_on(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -> AppResu
         if concerts_so_far > 0 {
             return Ok(false);
         }
-        conn.transaction::<_, AppError, _>(async |conn| {
-            for concert in DEMO {
-                insert_concert(conn, concert, now).await?;
-            }
-            Ok(())
-        })
-        .await?;
+        let demo = import::demo(now)?;
+        conn.transaction::<_, AppError, _>(async |conn| import::import_on(conn, &demo).await)
+            .await?;
         Ok::<_, AppError>(true)
     }
     .await;
@@ -82,31 +54,6 @@ async fn seed_on(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -> AppResu
         .execute(conn)
         .await?;
     seeded
-}
-
-async fn insert_concert(
-    conn: &mut AsyncMysqlConnection,
-    concert: &DemoConcert,
-    now: NaiveDateTime,
-) -> AppResult<()> {
-    diesel::insert_into(concerts::table)
-        .values((
-            concerts::name.eq(concert.name),
-            concerts::venue.eq(concert.venue),
-            concerts::created_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
-    let concert_id = last_insert_id(conn).await?;
-    for days in concert.days_ahead {
-        let starts_at = now
-            .date()
-            .checked_add_days(Days::new(*days))
-            .map(|day| day.and_time(NaiveTime::from_hms_opt(19, 0, 0).unwrap_or_default()))
-            .ok_or_else(|| AppError::internal("demo date out of range"))?;
-        insert_date(conn, concert_id, starts_at).await?;
-    }
-    Ok(())
 }
 
 /// Adds a date with seats 1 to 50 to a concert, on sale at once.
