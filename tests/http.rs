@@ -20,6 +20,48 @@ use serde_json::json;
 use ticket_reservation::AppState;
 use tokio::net::{TcpListener, TcpStream};
 
+/// Every operation of GraphiQL's worked session names only what the
+/// schema has: run each, and no answer may be a validation error.
+#[tokio::test]
+async fn graphiqls_default_document_fits_the_schema() {
+    let server = TestServer::start().await;
+    let page = server
+        .http
+        .get(server.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let document = page
+        .split("id=\"default-query\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .expect("the default document");
+    let parsed = async_graphql::parser::parse_query(document).expect("it parses");
+    let names: Vec<String> = parsed
+        .operations
+        .iter()
+        .filter_map(|(name, _)| name.map(|name| name.to_string()))
+        .collect();
+    assert!(names.len() >= 15, "{names:?}");
+    for name in names {
+        let answer = server
+            .post_json(&json!({"query": document, "operationName": name, "variables": {}}))
+            .await;
+        let text = answer.to_string();
+        for sign in [
+            "Unknown field",
+            "Unknown argument",
+            "Unknown type",
+            "Cannot query",
+        ] {
+            assert!(!text.contains(sign), "{name}: {text}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_is_served_with_its_own_assets() {
     let server = TestServer::start().await;
