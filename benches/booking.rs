@@ -29,6 +29,12 @@ const HOLDS_EACH: usize = 4;
 const HOLDS_PER_ROUND: usize = HOLDERS_PER_ROUND * HOLDS_EACH;
 const HOLDERS: usize = HOLDERS_PER_ROUND * ROUNDS;
 const HOLDS: usize = HOLDS_PER_ROUND * ROUNDS;
+/// Each round also runs our holds again while organizers poll salesReport,
+/// on seats and holders of their own (rounds ROUNDS.. of the fixtures).
+const REPORT_POLLERS: usize = 16;
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const ORGANIZER_KEY: &str = "benchmark-organizer-key-0123456789abcdef";
+const REPORT: &str = "query($date: ID!) { salesReport(concertDateId: $date) { seatsSold seatsHeld seatsAvailable revenue } }";
 const SEATS_PER_DATE: usize = 50;
 
 const HOLD: &str = "mutation($date: ID!, $seat: Int!) { holdSeat(concertDateId: $date, seatNumber: $seat) { id } }";
@@ -39,11 +45,11 @@ async fn main() -> BenchResult<()> {
     let db = BenchDb::create().await?;
     let dates_needed = (HOLDS / SEATS_PER_DATE) as u64;
     let hot_date = insert_concert(&db, 1).await?[0];
-    let our_dates = Arc::new(insert_concert(&db, dates_needed).await?);
+    let our_dates = Arc::new(insert_concert(&db, dates_needed * 2).await?);
     let bare_seats = Arc::new(seats_of(&db, &insert_concert(&db, dates_needed).await?).await?);
-    let users = insert_users(&db, 0, (HOT_FANS + HOLDERS) as u64, "1000000.00").await?;
+    let users = insert_users(&db, 0, (HOT_FANS + 2 * HOLDERS) as u64, "1000000.00").await?;
     let bare_users =
-        Arc::new(insert_users(&db, (HOT_FANS + HOLDERS) as u64, HOLDERS as u64, "0").await?);
+        Arc::new(insert_users(&db, (HOT_FANS + 2 * HOLDERS) as u64, HOLDERS as u64, "0").await?);
     let tokens = Arc::new(insert_tokens(&db, &users, 1, true).await?);
     let pool_size = std::env::var("BENCH_DATABASE_POOL_SIZE").unwrap_or_else(|_| "32".to_owned());
     let server = ServerProcess::start(
@@ -54,6 +60,7 @@ async fn main() -> BenchResult<()> {
             ("HOLD_SECONDS", "3600"),
             ("MAX_HOLDS_PER_USER", "4"),
             ("DATABASE_POOL_SIZE", &pool_size),
+            ("ORGANIZER_KEYS", ORGANIZER_KEY),
         ],
     )?;
     let http = http_client();
@@ -115,31 +122,60 @@ async fn main() -> BenchResult<()> {
 
     // Distinct seats from 64 clients, taking turns with the bare SQL.
     let reservations: Arc<Vec<Mutex<Vec<String>>>> =
-        Arc::new((0..HOLDERS).map(|_| Mutex::new(Vec::new())).collect());
+        Arc::new((0..2 * HOLDERS).map(|_| Mutex::new(Vec::new())).collect());
+    let mut polled_ratios = Vec::new();
+    let mut polls = 0;
     let mut ours_all = Vec::new();
     let mut ratios = Vec::new();
     let (mut our_cpu, mut bare_cpu) = (CpuTotals::default(), CpuTotals::default());
     let statements_before = server.metric(&http, "sql_statements_total").await?;
     let started = Instant::now();
+    let mut hold_statements = 0;
     for round in 0..ROUNDS {
         let cpu = CpuMeter::start(&server);
         let bare = bare_holds(&db, round, &bare_seats, &bare_users).await?;
         bare_cpu.add(&cpu.totals());
+        // Holds alone and holds under pollers take turns going first, so
+        // that neither always meets the larger tables of the later run.
+        let polled_first = round % 2 == 1;
+        let mut polled = None;
+        if polled_first {
+            polled = Some(
+                polled_holds(round, &http, &endpoint, &tokens, &our_dates, &reservations).await,
+            );
+        }
         let cpu = CpuMeter::start(&server);
+        let statements = server.metric(&http, "sql_statements_total").await?;
         let ours = our_holds(round, &http, &endpoint, &tokens, &our_dates, &reservations).await;
+        hold_statements += server.metric(&http, "sql_statements_total").await? - statements;
         our_cpu.add(&cpu.totals());
+        if !polled_first {
+            polled = Some(
+                polled_holds(round, &http, &endpoint, &tokens, &our_dates, &reservations).await,
+            );
+        }
+        let Some((polled, answered)) = polled else {
+            unreachable!("the polled run happens before or after")
+        };
+        polls += answered;
         println!("{}", bare.report());
         println!("{}", ours.report());
-        ratios.push(ours.per_second() / bare.per_second());
         println!(
-            "    round {}: ours / bare SQL {:.2}",
+            "{}  (with {REPORT_POLLERS} salesReport pollers, {})",
+            polled.report(),
+            if polled_first { "first" } else { "second" }
+        );
+        ratios.push(ours.per_second() / bare.per_second());
+        polled_ratios.push(polled.per_second() / ours.per_second());
+        println!(
+            "    round {}: ours / bare SQL {:.2}; holds with pollers / without {:.3}",
             round + 1,
-            ratios[round]
+            ratios[round],
+            polled_ratios[round]
         );
         ours_all.push(ours);
     }
-    let hold_statements = server.metric(&http, "sql_statements_total").await? - statements_before;
-    let _ = started;
+    let _ = (started, statements_before);
     ratios.sort_by(f64::total_cmp);
     let holds = Phase {
         name: format!("holdSeat: distinct seats, {CLIENTS} clients, all rounds"),
@@ -159,6 +195,38 @@ async fn main() -> BenchResult<()> {
     println!(
         "    ours / bare SQL, median of {ROUNDS} rounds: {:.2}",
         ratios[ROUNDS / 2]
+    );
+    polled_ratios.sort_by(f64::total_cmp);
+    let cpu = CpuMeter::start(&server);
+    let reports = {
+        let (http, endpoint, dates) = (http.clone(), Arc::clone(&endpoint), Arc::clone(&our_dates));
+        run_phase("salesReport alone, 64 clients", CLIENTS, 4000, move |i| {
+            let (http, endpoint, dates) = (http.clone(), Arc::clone(&endpoint), Arc::clone(&dates));
+            async move {
+                let date = dates[i % dates.len()];
+                match gql(
+                    &http,
+                    &endpoint,
+                    REPORT,
+                    json!({"date": date.to_string()}),
+                    Some(ORGANIZER_KEY),
+                )
+                .await
+                {
+                    Ok(answer) if answer["data"]["salesReport"].is_object() => {}
+                    Ok(answer) => eprintln!("salesReport failed: {answer}"),
+                    Err(error) => eprintln!("salesReport: {error}"),
+                }
+            }
+        })
+        .await
+    };
+    println!("{}", reports.report());
+    println!("    {}", cpu.per_op(4000));
+    println!(
+        "    holds while {REPORT_POLLERS} organizers poll salesReport every {} s / holds alone, median of {ROUNDS} rounds: {:.3} ({polls} reports answered)",
+        REPORT_EVERY.as_secs(),
+        polled_ratios[ROUNDS / 2]
     );
 
     let statements_before = server.metric(&http, "sql_statements_total").await?;
@@ -290,6 +358,88 @@ async fn our_holds(
         },
     )
     .await
+}
+
+/// Round `round` of our holds run again on seats and holders of their own,
+/// while REPORT_POLLERS organizers watch those dates' salesReport; the
+/// phase, and how many reports were answered.
+async fn polled_holds(
+    round: usize,
+    http: &reqwest::Client,
+    endpoint: &Arc<String>,
+    tokens: &Arc<Vec<String>>,
+    dates: &Arc<Vec<u64>>,
+    reservations: &Arc<Vec<Mutex<Vec<String>>>>,
+) -> (Phase, usize) {
+    let watched = Arc::new(dates[round_dates(ROUNDS + round)].to_vec());
+    let pollers = ReportPollers::start(http, endpoint, watched);
+    let phase = our_holds(ROUNDS + round, http, endpoint, tokens, dates, reservations).await;
+    (phase, pollers.stop().await)
+}
+
+/// The dates whose seats round `round` of our holds takes.
+fn round_dates(round: usize) -> std::ops::Range<usize> {
+    let per_round = HOLDS_PER_ROUND / SEATS_PER_DATE;
+    round * per_round..(round + 1) * per_round
+}
+
+/// Organizers watching the sale: each asks for one date's salesReport
+/// every REPORT_EVERY, cycling through the dates being sold, until stopped.
+struct ReportPollers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl ReportPollers {
+    fn start(http: &reqwest::Client, endpoint: &Arc<String>, dates: Arc<Vec<u64>>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..REPORT_POLLERS)
+            .map(|poller| {
+                let (http, endpoint, dates, stop) = (
+                    http.clone(),
+                    Arc::clone(endpoint),
+                    Arc::clone(&dates),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let mut answered = 0;
+                    let mut next = poller;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let date = dates[next % dates.len()];
+                        next += REPORT_POLLERS;
+                        match gql(
+                            &http,
+                            &endpoint,
+                            REPORT,
+                            json!({"date": date.to_string()}),
+                            Some(ORGANIZER_KEY),
+                        )
+                        .await
+                        {
+                            Ok(answer) if answer["data"]["salesReport"].is_object() => {
+                                answered += 1
+                            }
+                            Ok(answer) => eprintln!("salesReport failed: {answer}"),
+                            Err(error) => eprintln!("salesReport: {error}"),
+                        }
+                        tokio::time::sleep(REPORT_EVERY).await;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops the pollers; how many reports they got.
+    async fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answered = 0;
+        for task in self.tasks {
+            answered += task.await.unwrap_or(0);
+        }
+        answered
+    }
 }
 
 async fn seats_of(db: &BenchDb, dates: &[u64]) -> BenchResult<Vec<u64>> {

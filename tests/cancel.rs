@@ -33,6 +33,31 @@ async fn release(server: &TestServer, token: &str, id: &str) -> Gql {
     server.gql(RELEASE, json!({"id": id}), Some(token)).await
 }
 
+/// Sends one request from a concurrent task; the first error's code, or
+/// "ok".
+async fn code_of(
+    http: &reqwest::Client,
+    url: String,
+    bearer: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> String {
+    let answer: serde_json::Value = http
+        .post(url)
+        .bearer_auth(bearer)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("ok")
+        .to_owned()
+}
+
 async fn report(server: &TestServer, date: u64) -> serde_json::Value {
     server
         .gql(REPORT, json!({"d": date.to_string()}), Some(KEY))
@@ -125,20 +150,7 @@ async fn release_racing_other_holds_and_the_lapse_leaves_one_holder() {
                         json!({"d": date.to_string(), "s": seat}),
                     )
                 };
-                let answer: serde_json::Value = http
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"query": query, "variables": variables}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                answer["errors"][0]["extensions"]["code"]
-                    .as_str()
-                    .unwrap_or("ok")
-                    .to_owned()
+                code_of(&http, url, &token, &query, variables).await
             }
         })
         .await;
@@ -212,20 +224,7 @@ async fn cancelling_a_date_mid_rush_refunds_every_sale_and_sells_nothing_after()
             }
         };
         async move {
-            let answer: serde_json::Value = http
-                .post(url)
-                .bearer_auth(bearer)
-                .json(&json!({"query": query, "variables": variables}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer["errors"][0]["extensions"]["code"]
-                .as_str()
-                .unwrap_or("ok")
-                .to_owned()
+            code_of(&http, url, &bearer, &query, variables).await
         }
     })
     .await;
