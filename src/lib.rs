@@ -67,7 +67,7 @@ impl AppState {
     /// the queue's batchers. Background jobs are started separately.
     pub async fn start(config: Config) -> AppResult<Self> {
         // Settings that cannot work stop the start before any I/O.
-        let accounts = Arc::new(Accounts::from_config(&config)?);
+        let accounts = Accounts::from_config(&config)?;
         let applied = db::prepare(&config.database_url).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
@@ -83,6 +83,7 @@ impl AppState {
             PoolOptions::jobs(),
             Arc::clone(&db_monitor),
         )?;
+        let accounts = Arc::new(accounts.with_pool(&pool));
         let secret = secrets::token_secret(&pool, config.token_secret.as_ref()).await?;
         let queue = Arc::new(QueueRuntime::start(
             pool.clone(),

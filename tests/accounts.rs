@@ -298,3 +298,64 @@ async fn jwt_mode_will_not_start_without_token_secret_and_open_mode_has_no_me() 
     assert!(me.0["errors"].is_null(), "{}", me.0);
     assert!(me.data("me").is_null());
 }
+
+/// Fans new to this process (their users made elsewhere, so not in its
+/// cache) look their subjects up in batches: 40 issue for themselves and
+/// 40 for a neighbour at once, and each gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_of_unknown_subjects_answer_each_caller() {
+    let server = jwt_server().await;
+    let fans = 40;
+    let rows: Vec<String> = (1..=fans)
+        .map(|i| format!("(UNHEX('{i:032x}'), 'fan {i}', 0, UTC_TIMESTAMP(6), 'fan-{i}')"))
+        .collect();
+    common::fixtures::sql_execute(
+        &server.db,
+        &format!(
+            "INSERT INTO users (id, name, balance, created_at, subject) VALUES {}",
+            rows.join(",")
+        ),
+    )
+    .await;
+    let id = |i: usize| format!("{:08x}-0000-0000-0000-{:012x}", 0, i);
+    let (url, http) = (server.url("/graphql"), server.http.clone());
+    let answers = common::concurrently(2 * fans, move |n| {
+        let (url, http) = (url.clone(), http.clone());
+        let fan = n % fans + 1;
+        let target = if n < fans { fan } else { fan % fans + 1 };
+        let (jwt, user) = (jwt(&format!("fan-{fan}")), id(target));
+        async move {
+            let answer: Value = http
+                .post(url)
+                .bearer_auth(jwt)
+                .json(&json!({"query": ISSUE, "variables": {"id": user}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (n < fans, answer)
+        }
+    })
+    .await;
+    for (own, answer) in answers {
+        if own {
+            assert!(
+                answer["data"]["issueToken"]["token"].is_string(),
+                "{answer}"
+            );
+        } else {
+            assert_eq!(
+                answer["errors"][0]["extensions"]["code"], "FORBIDDEN",
+                "{answer}"
+            );
+        }
+    }
+    let tokens =
+        common::fixtures::sql_number(&server.db, "SELECT COUNT(*) FROM queue_tokens").await;
+    assert_eq!(
+        tokens, fans as i64,
+        "one token per fan, none for a neighbour"
+    );
+}

@@ -15,6 +15,7 @@ pub mod organizers;
 use futures_util::FutureExt;
 use uuid::Uuid;
 
+use crate::batch::Batcher;
 use crate::config::{AuthMode, Config};
 use crate::db::{self, DbPool};
 use crate::error::{AppError, AppResult};
@@ -28,6 +29,37 @@ pub struct Accounts {
     /// `Some` in `jwt` mode.
     verifier: Option<JwtVerifier>,
     users_by_subject: quick_cache::sync::Cache<String, Uuid>,
+    /// Subjects not in the cache, looked up together: in a rush every
+    /// `issueToken` of a fan new to this process asks, and one query per
+    /// batch costs the server far less than one per call.
+    lookups: Option<Batcher<String, Result<Option<Uuid>, String>>>,
+}
+
+/// Subjects looked up in one query at the most.
+const MAX_LOOKUP_BATCH: usize = 256;
+
+fn spawn_lookups(pool: DbPool) -> Batcher<String, Result<Option<Uuid>, String>> {
+    Batcher::spawn(MAX_LOOKUP_BATCH, move |subjects: Vec<String>| {
+        let pool = pool.clone();
+        async move {
+            let asked = subjects.clone();
+            let found = db::run(&pool, move |conn| {
+                async move { Ok(model::users_of_subjects(conn, &asked).await?) }.boxed()
+            })
+            .await;
+            match found {
+                Ok(found) => {
+                    let users: std::collections::HashMap<String, Uuid> =
+                        found.into_iter().collect();
+                    subjects
+                        .iter()
+                        .map(|subject| Ok(users.get(subject).copied()))
+                        .collect()
+                }
+                Err(error) => vec![Err(error.detail()); subjects.len()],
+            }
+        }
+    })
 }
 
 impl Accounts {
@@ -52,7 +84,16 @@ impl Accounts {
         Ok(Self {
             verifier,
             users_by_subject: quick_cache::sync::Cache::new(KNOWN_SUBJECTS),
+            lookups: None,
         })
+    }
+
+    /// Starts the batched subject lookups on this pool (`jwt` mode only).
+    pub fn with_pool(mut self, pool: &DbPool) -> Self {
+        if self.verifier.is_some() {
+            self.lookups = Some(spawn_lookups(pool.clone()));
+        }
+        self
     }
 
     /// The subject of the caller's JWT in `jwt` mode (`None` in `open` mode);
@@ -96,11 +137,19 @@ impl Accounts {
         if let Some(user) = self.users_by_subject.get(&subject) {
             return Ok(Some(user));
         }
-        let lookup = subject.clone();
-        let found = db::run(pool, move |conn| {
-            async move { Ok(model::user_of_subject(conn, &lookup).await?) }.boxed()
-        })
-        .await?;
+        let found = match &self.lookups {
+            Some(lookups) => lookups
+                .call(subject.clone())
+                .await?
+                .map_err(AppError::Internal)?,
+            None => {
+                let lookup = subject.clone();
+                db::run(pool, move |conn| {
+                    async move { Ok(model::user_of_subject(conn, &lookup).await?) }.boxed()
+                })
+                .await?
+            }
+        };
         if let Some(user) = found {
             self.remember(subject, user);
         }

@@ -19,3 +19,19 @@ pub async fn user_of_subject(
         .optional()
         .map(|found| found.map(|id| id.0))
 }
+
+/// The users of these subjects that have one, as (subject, user).
+pub async fn users_of_subjects(
+    conn: &mut AsyncMysqlConnection,
+    subjects: &[String],
+) -> QueryResult<Vec<(String, Uuid)>> {
+    let found: Vec<(Option<String>, DbUuid)> = users::table
+        .filter(users::subject.eq_any(subjects))
+        .select((users::subject, users::id))
+        .load(conn)
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(subject, id)| subject.map(|subject| (subject, id.0)))
+        .collect())
+}
