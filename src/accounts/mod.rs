@@ -35,6 +35,9 @@ pub struct Accounts {
     lookups: Option<Batcher<String, Result<Option<Uuid>, String>>>,
 }
 
+/// Why another user's id is refused.
+pub const NOT_YOURS: &str = "you may act only for your own user (the one of your JWT's subject)";
+
 /// Subjects looked up in one query at the most.
 const MAX_LOOKUP_BATCH: usize = 256;
 
@@ -126,9 +129,30 @@ impl Accounts {
         ))?;
         match self.user_of(pool, subject).await? {
             Some(own) if own == user_id => Ok(()),
-            _ => Err(AppError::Forbidden(
-                "you may act only for your own user (the one of your JWT's subject)",
-            )),
+            _ => Err(AppError::Forbidden(NOT_YOURS)),
+        }
+    }
+
+    /// Which subject `issueToken` must check against `user_id` in its own
+    /// transaction, which reads the users anyway: `None` when nothing is
+    /// left to check (open mode, or this process knows the subject's user
+    /// is `user_id`). FORBIDDEN when it knows another; UNAUTHENTICATED
+    /// without a JWT.
+    pub fn subject_to_check(
+        &self,
+        caller: Option<String>,
+        user_id: Uuid,
+    ) -> AppResult<Option<String>> {
+        if self.verifier.is_none() {
+            return Ok(None);
+        }
+        let subject = caller.ok_or(AppError::Unauthenticated(
+            "this operation needs the JWT of your sign-in: send 'Authorization: Bearer <JWT>'",
+        ))?;
+        match self.users_by_subject.get(&subject) {
+            Some(own) if own == user_id => Ok(None),
+            Some(_) => Err(AppError::Forbidden(NOT_YOURS)),
+            None => Ok(Some(subject)),
         }
     }
 

@@ -20,6 +20,18 @@ pub async fn user_of_subject(
         .map(|found| found.map(|id| id.0))
 }
 
+/// These users that exist, each with its subject if it has one.
+pub async fn subjects_of(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<(DbUuid, Option<String>)>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::subject))
+        .load(conn)
+        .await
+}
+
 /// The users of these subjects that have one, as (subject, user).
 pub async fn users_of_subjects(
     conn: &mut AsyncMysqlConnection,

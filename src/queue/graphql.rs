@@ -113,10 +113,15 @@ impl QueueMutation {
     /// Puts the user in line, or returns the user's live (WAITING or ACTIVE) token unchanged.
     async fn issue_token(&self, ctx: &Context<'_>, user_id: Uuid) -> Result<QueueToken> {
         let app = ctx.app();
-        app.accounts
-            .authorize(&app.pool, crate::graphql::context::caller(ctx)?, user_id)
-            .await?;
-        Ok(app.queue.issue(user_id).await?.into())
+        let caller = crate::graphql::context::caller(ctx)?;
+        // The subject is checked in the issue batch's own transaction: no
+        // round trip of its own for a fan this process has not seen yet.
+        let subject = app.accounts.subject_to_check(caller, user_id)?;
+        let view = app.queue.issue(user_id, subject.clone()).await?;
+        if let Some(subject) = subject {
+            app.accounts.remember(subject, user_id);
+        }
+        Ok(view.into())
     }
 
     /// Organizer: new limits for the line, followed by every server within ADMIT_INTERVAL_MS; a null argument leaves that limit as it is.

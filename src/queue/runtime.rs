@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::model::{QueueCounters, TokenRow};
 use super::rate::AdmissionRate;
-use super::service::{self, QueueSettings, TokenState};
+use super::service::{self, IssueRequest, QueueSettings, TokenState};
 use super::token::{TokenClaims, TokenSealer};
 use crate::batch::Batcher;
 use crate::clock;
@@ -62,6 +62,7 @@ type IssueAnswer = Result<(TokenRow, u64), IssueFailure>;
 #[derive(Debug, Clone)]
 enum IssueFailure {
     UnknownUser(String),
+    NotYours,
     Failed(String),
 }
 
@@ -69,7 +70,7 @@ pub struct QueueRuntime {
     pub settings: QueueSettings,
     sealer: TokenSealer,
     lookups: Batcher<Lookup, LookupAnswer>,
-    issues: Batcher<Uuid, IssueAnswer>,
+    issues: Batcher<IssueRequest, IssueAnswer>,
     snapshot: watch::Sender<QueueSnapshot>,
     admissions: Mutex<AdmissionRate>,
     /// Wakes the admission loop early, e.g. when a payment frees a slot.
@@ -210,14 +211,16 @@ impl QueueRuntime {
         )
     }
 
-    /// `issueToken`: the user's live token, or a new place at the end of the line.
-    pub async fn issue(&self, user_id: Uuid) -> AppResult<TokenView> {
+    /// `issueToken`: the user's live token, or a new place at the end of the
+    /// line; with a `subject`, only if it is the user's (else FORBIDDEN).
+    pub async fn issue(&self, user_id: Uuid, subject: Option<String>) -> AppResult<TokenView> {
         let (row, cursor) = self
             .issues
-            .call(user_id)
+            .call(IssueRequest { user_id, subject })
             .await?
             .map_err(|failure| match failure {
                 IssueFailure::UnknownUser(message) => AppError::NotFound(message),
+                IssueFailure::NotYours => AppError::Forbidden(crate::accounts::NOT_YOURS),
                 IssueFailure::Failed(detail) => AppError::Internal(detail),
             })?;
         self.observe(cursor);
@@ -328,15 +331,20 @@ fn spawn_lookups(pool: DbPool) -> Batcher<Lookup, LookupAnswer> {
 }
 
 /// `issueToken` calls, coalesced into one transaction per batch.
-fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<Uuid, IssueAnswer> {
-    Batcher::spawn(MAX_BATCH, move |users: Vec<Uuid>| {
+fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<IssueRequest, IssueAnswer> {
+    Batcher::spawn(MAX_BATCH, move |requests: Vec<IssueRequest>| {
         let pool = pool.clone();
         async move {
-            let asked = users.len();
-            match service::issue_batch(&pool, settings, users).await {
+            let asked = requests.len();
+            match service::issue_batch(&pool, settings, requests).await {
                 Ok(answers) => answers
                     .into_iter()
-                    .map(|answer| answer.map_err(|e| IssueFailure::UnknownUser(e.public_message())))
+                    .map(|answer| {
+                        answer.map_err(|refused| match refused {
+                            AppError::Forbidden(_) => IssueFailure::NotYours,
+                            other => IssueFailure::UnknownUser(other.public_message()),
+                        })
+                    })
                     .collect(),
                 Err(error) => {
                     tracing::error!(error = %error.detail(), "token issue batch failed");

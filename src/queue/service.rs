@@ -12,7 +12,6 @@ use super::token::random_nonce;
 use crate::clock;
 use crate::db::{self, DbPool, DbUuid};
 use crate::error::{AppError, AppResult};
-use crate::wallet;
 
 /// The settings of the line, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -80,12 +79,12 @@ impl TokenState {
 pub async fn issue_batch(
     pool: &DbPool,
     settings: QueueSettings,
-    user_ids: Vec<Uuid>,
+    requests: Vec<IssueRequest>,
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
     db::run(pool, move |conn| {
         async move {
             crate::transaction_with_retry!(conn, |conn| {
-                issue_in_transaction(conn, settings, &user_ids).await
+                issue_in_transaction(conn, settings, &requests).await
             })
         }
         .boxed()
@@ -93,22 +92,56 @@ pub async fn issue_batch(
     .await
 }
 
+/// One `issueToken` call: the user, and with `AUTH_MODE=jwt` the caller's
+/// subject when it is still to be checked against that user's.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub user_id: Uuid,
+    pub subject: Option<String>,
+}
+
+/// Whether the request may act for its user, of this subject (`None`: the
+/// user does not exist). A request naming no subject was checked already.
+fn may_act(
+    request: &IssueRequest,
+    users: &HashMap<DbUuid, Option<String>>,
+) -> Result<(), AppError> {
+    match (users.get(&DbUuid(request.user_id)), &request.subject) {
+        (Some(_), None) => Ok(()),
+        (Some(Some(own)), Some(caller)) if own == caller => Ok(()),
+        // Another's user, or none at all: the same answer, so that a
+        // stranger learns nothing of which ids exist.
+        (_, Some(_)) => Err(AppError::Forbidden(crate::accounts::NOT_YOURS)),
+        (None, None) => Err(AppError::not_found(format!(
+            "no user with id {}",
+            request.user_id
+        ))),
+    }
+}
+
 async fn issue_in_transaction(
     conn: &mut AsyncMysqlConnection,
     settings: QueueSettings,
-    user_ids: &[Uuid],
+    requests: &[IssueRequest],
 ) -> AppResult<Vec<AppResult<(TokenRow, u64)>>> {
     let (counters, controls) = model::lock_counters(conn).await?;
     // Read once the line is ours: lapses and admissions are judged by it.
     let now = clock::now();
-    let distinct: Vec<DbUuid> = distinct_in_order(user_ids);
-    let known: HashSet<DbUuid> = wallet::model::existing_user_ids(conn, &distinct)
-        .await?
-        .into_iter()
+    let user_ids: Vec<Uuid> = requests.iter().map(|request| request.user_id).collect();
+    let distinct: Vec<DbUuid> = distinct_in_order(&user_ids);
+    let users: HashMap<DbUuid, Option<String>> =
+        crate::accounts::model::subjects_of(conn, &distinct)
+            .await?
+            .into_iter()
+            .collect();
+    let allowed: HashSet<DbUuid> = requests
+        .iter()
+        .filter(|request| may_act(request, &users).is_ok())
+        .map(|request| DbUuid(request.user_id))
         .collect();
     let known_in_order: Vec<DbUuid> = distinct
         .into_iter()
-        .filter(|id| known.contains(id))
+        .filter(|id| allowed.contains(id))
         .collect();
     model::expire_lapsed_tokens_of(conn, &known_in_order, now).await?;
     let mut live: HashMap<DbUuid, TokenRow> = model::live_tokens_of(conn, &known_in_order)
@@ -143,12 +176,13 @@ async fn issue_in_transaction(
         model::save_counters(conn, after).await?;
     }
 
-    Ok(user_ids
+    Ok(requests
         .iter()
-        .map(|id| {
-            live.get(&DbUuid(*id))
+        .map(|request| {
+            may_act(request, &users)?;
+            live.get(&DbUuid(request.user_id))
                 .map(|row| (row.clone(), after.admitted_through_seq))
-                .ok_or_else(|| AppError::not_found(format!("no user with id {id}")))
+                .ok_or_else(|| AppError::internal("an allowed user got no token"))
         })
         .collect())
 }
