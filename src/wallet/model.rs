@@ -121,20 +121,6 @@ pub async fn users_by_ids(
         .await
 }
 
-pub async fn existing_user_ids(
-    conn: &mut AsyncMysqlConnection,
-    ids: &[DbUuid],
-) -> QueryResult<Vec<DbUuid>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    users::table
-        .filter(users::id.eq_any(ids))
-        .select(users::id)
-        .load(conn)
-        .await
-}
-
 /// Adds `amount` unless that would take the balance above `cap`. Locks the
 /// user's row until the transaction ends. False: no such user, or the cap.
 pub async fn credit(
