@@ -163,13 +163,15 @@ pub async fn debit(
 }
 
 /// Records a change of the balance, with the balance it left, read in the
-/// same statement from the row the caller's update locked.
+/// same statement from the row the caller's update locked; a refund names
+/// its payment and reservation.
 pub async fn record_entry(
     conn: &mut AsyncMysqlConnection,
     user: DbUuid,
     kind: EntryKind,
     amount: &BigDecimal,
     payment: Option<DbUuid>,
+    reservation: Option<DbUuid>,
     at: NaiveDateTime,
 ) -> QueryResult<()> {
     let balance_now = users::table.find(user).select((
@@ -178,6 +180,7 @@ pub async fn record_entry(
         amount.clone().into_sql::<Decimal>(),
         users::balance,
         payment.into_sql::<Nullable<Binary>>(),
+        reservation.into_sql::<Nullable<Binary>>(),
         at.into_sql::<Datetime>(),
     ));
     Prepared(
@@ -189,6 +192,7 @@ pub async fn record_entry(
                 balance_entries::amount,
                 balance_entries::balance_after,
                 balance_entries::payment_id,
+                balance_entries::reservation_id,
                 balance_entries::at,
             )),
     )
@@ -212,29 +216,16 @@ pub async fn refund(
         .set(users::balance.eq(users::balance + amount.clone()))
         .execute(conn)
         .await?;
-    let balance_now = users::table.find(user).select((
-        users::id,
-        EntryKind::Refund.into_sql::<Varchar>(),
-        amount.clone().into_sql::<Decimal>(),
-        users::balance,
-        Some(payment).into_sql::<Nullable<Binary>>(),
-        Some(reservation).into_sql::<Nullable<Binary>>(),
-        at.into_sql::<Datetime>(),
-    ));
-    diesel::insert_into(balance_entries::table)
-        .values(balance_now)
-        .into_columns((
-            balance_entries::user_id,
-            balance_entries::kind,
-            balance_entries::amount,
-            balance_entries::balance_after,
-            balance_entries::payment_id,
-            balance_entries::reservation_id,
-            balance_entries::at,
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    record_entry(
+        conn,
+        user,
+        EntryKind::Refund,
+        amount,
+        Some(payment),
+        Some(reservation),
+        at,
+    )
+    .await
 }
 
 /// One page of a user's entries, newest first (ids grow as entries are

@@ -216,6 +216,7 @@ async fn charge_in_transaction(
         EntryKind::Charge,
         amount.as_decimal(),
         None,
+        None,
         now,
     )
     .await?;
@@ -255,6 +256,7 @@ pub async fn record_payment(
         EntryKind::Payment,
         &amount,
         Some(payment),
+        None,
         clock::now(),
     )
     .await?;
