@@ -127,6 +127,28 @@ const RULES: &[(&str, &str)] = &[
          HAVING COALESCE(SUM(r.price), 0) <> COALESCE(SUM(CASE WHEN s.status = 'SOLD' THEN s.price END), 0)",
     ),
     (
+        "the line's counter numbers every token: none above it",
+        "SELECT CONCAT('token ', t.seq, ' is numbered above the ', q.last_issued_seq, \
+                ' tokens the line has issued') AS detail \
+         FROM queue_tokens t JOIN queue_state q ON t.seq > q.last_issued_seq LIMIT 100",
+    ),
+    (
+        "the line's counter numbers every token: one token for each number, no gaps",
+        "SELECT CONCAT('the line has issued ', q.last_issued_seq, ' tokens but ', COUNT(t.seq), \
+                ' are stored at or below that number') AS detail \
+         FROM queue_state q LEFT JOIN queue_tokens t ON t.seq <= q.last_issued_seq \
+         GROUP BY q.last_issued_seq HAVING COUNT(t.seq) <> q.last_issued_seq",
+    ),
+    (
+        "tokens after the admission cursor are WAITING, tokens up to it are not",
+        "SELECT CONCAT('token ', t.seq, ' is ', t.status, ' with the line admitted through ', \
+                q.admitted_through_seq) AS detail \
+         FROM queue_tokens t JOIN queue_state q \
+              ON (t.seq > q.admitted_through_seq AND t.status <> 'WAITING') \
+              OR (t.seq <= q.admitted_through_seq AND t.status = 'WAITING') \
+         LIMIT 100",
+    ),
+    (
         "one user per JWT subject",
         "SELECT CONCAT('subject ', subject, ' has ', COUNT(*), ' users') AS detail \
          FROM users WHERE subject IS NOT NULL GROUP BY subject HAVING COUNT(*) > 1",

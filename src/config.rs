@@ -355,15 +355,25 @@ impl From<&str> for DatabaseUrl {
 }
 
 impl std::fmt::Debug for DatabaseUrl {
+    /// Each host's URL with its password masked.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("********"));
-                }
-                write!(f, "{:?}", url.as_str())
-            }
-            Err(_) => f.write_str("\"(unreadable URL)\""),
+        let masked: Option<Vec<String>> =
+            crate::db::hosts::single_host_urls(&self.0)
+                .ok()
+                .map(|urls| {
+                    urls.iter()
+                        .filter_map(|one| url::Url::parse(one).ok())
+                        .map(|mut url| {
+                            if url.password().is_some() {
+                                let _ = url.set_password(Some("********"));
+                            }
+                            url.to_string()
+                        })
+                        .collect()
+                });
+        match masked {
+            Some(urls) if !urls.is_empty() => write!(f, "{:?}", urls.join(" ")),
+            _ => f.write_str("\"(unreadable URL)\""),
         }
     }
 }
@@ -506,15 +516,19 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// One `mysql://` URL, or several hosts of one cluster in one URL
+/// (`mysql://user@node1:3306,node2:3306/db`, see `db::hosts`).
 fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
-    if url.scheme() != "mysql" {
-        return Err(format!(
-            "the scheme must be mysql://, got {}://",
-            url.scheme()
-        ));
+    for host_url in crate::db::hosts::single_host_urls(value)? {
+        let url = url::Url::parse(&host_url).map_err(|e| format!("not a URL: {e}"))?;
+        if url.scheme() != "mysql" {
+            return Err(format!(
+                "the scheme must be mysql://, got {}://",
+                url.scheme()
+            ));
+        }
+        crate::db::database_name(&url)?;
     }
-    crate::db::database_name(&url)?;
     Ok(DatabaseUrl(value.to_owned()))
 }
 
@@ -535,6 +549,8 @@ mod tests {
         assert!(parse_database_url("postgres://root@127.0.0.1/tickets").is_err());
         assert!(parse_database_url("mysql://root@127.0.0.1:3306/").is_err());
         assert!(parse_database_url("mysql://root@127.0.0.1:3306/a`b").is_err());
+        assert!(parse_database_url("mysql://root@10.0.0.1:3306,10.0.0.2:3306/tickets").is_ok());
+        assert!(parse_database_url("mysql://root@10.0.0.1:3306,/tickets").is_err());
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub enum AppError {
     /// meanwhile: the transaction rolls back and the service answers what
     /// that call did. Never shown to a client (it would read INTERNAL).
     KeyTaken,
+    /// The database could not be reached or could not take work (a node
+    /// down or not yet synced, no connection free in time). Whether the
+    /// request took effect is not known: the client retries it, with the
+    /// same idempotency key where the operation takes one. The detail goes
+    /// to the log only.
+    Unavailable(String),
     /// A fault of ours; the detail goes to the log only.
     Internal(String),
     Database(DieselError),
@@ -57,6 +63,10 @@ impl From<DieselError> for AppError {
 /// The message of every OVERLOADED refusal.
 pub const OVERLOADED_MESSAGE: &str =
     "the server is at its limit of work in flight; try again in a moment";
+
+/// The message of every UNAVAILABLE error.
+pub const UNAVAILABLE_MESSAGE: &str = "the database could not be reached; whether this took effect \
+     is not known: try again (with the same idempotencyKey where there is one)";
 
 /// The message every INTERNAL error carries to the client.
 pub const INTERNAL_MESSAGE: &str = "internal server error; it has been logged";
@@ -91,21 +101,45 @@ impl AppError {
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::Overloaded => "OVERLOADED",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Database(error) if crate::db::is_unavailable(error) => "UNAVAILABLE",
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => "INTERNAL",
         }
     }
 
-    /// A lock wait timeout or deadlock: the transaction was rolled back by
-    /// the database and running it again is safe.
+    /// The database rolled the transaction back (a lock wait timeout, a
+    /// deadlock, or on Galera a certification conflict, which MariaDB reports
+    /// as a deadlock) or could not take it yet (a Galera node not yet synced):
+    /// nothing of it was kept, and running it again is safe.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Database(DieselError::DatabaseError(kind, info)) => {
+                let message = info.message();
                 matches!(kind, DatabaseErrorKind::SerializationFailure)
-                    || info.message().contains("Deadlock found")
-                    || info.message().contains("Lock wait timeout")
+                    || message.contains("Deadlock found")
+                    || message.contains("Lock wait timeout")
+                    || message.contains("WSREP has not yet prepared node")
             }
             _ => false,
         }
+    }
+
+    /// `is_retryable`, for an error that ended a transaction: also a unique
+    /// key violation that no step of the transaction turned into an answer
+    /// of its own. Every expected one is (a taken idempotency key, a date
+    /// already there); one that escapes is a conflict with a transaction
+    /// that committed meanwhile, which on Galera is how a writer on another
+    /// node can show (rows numbered from a counter read before its commit
+    /// arrived). The whole transaction is gone, so it runs again.
+    pub fn is_retryable_transaction(&self) -> bool {
+        self.is_retryable()
+            || matches!(
+                self,
+                Self::Database(DieselError::DatabaseError(
+                    DatabaseErrorKind::UniqueViolation,
+                    _
+                ))
+            )
     }
 
     /// The message a client may see; internal errors keep their detail to
@@ -145,6 +179,10 @@ impl AppError {
             Self::InsufficientBalance => {
                 "the balance is below the total; charge the balance and pay again".to_owned()
             }
+            Self::Unavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
+            Self::Database(error) if crate::db::is_unavailable(error) => {
+                UNAVAILABLE_MESSAGE.to_owned()
+            }
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => INTERNAL_MESSAGE.to_owned(),
         }
     }
@@ -154,6 +192,7 @@ impl AppError {
         match self {
             Self::KeyTaken => "internal: an idempotency key was taken meanwhile".to_owned(),
             Self::Internal(detail) => format!("internal: {detail}"),
+            Self::Unavailable(detail) => format!("unavailable: {detail}"),
             Self::Database(error) => format!("database: {error}"),
             other => format!("{}: {}", other.code(), other.public_message()),
         }
@@ -168,7 +207,10 @@ impl From<AppError> for async_graphql::Error {
 
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
-        if matches!(self, Self::KeyTaken | Self::Internal(_) | Self::Database(_)) {
+        if matches!(
+            self,
+            Self::KeyTaken | Self::Internal(_) | Self::Database(_) | Self::Unavailable(_)
+        ) {
             tracing::error!(error = %self.detail(), "request failed");
         }
         async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {

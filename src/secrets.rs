@@ -17,12 +17,29 @@ pub async fn token_secret(pool: &DbPool, configured: Option<&TokenSecret>) -> Ap
     if let Some(secret) = configured {
         return Ok(secret.0.clone());
     }
-    let stored = db::run(pool, |conn| shared_secret(conn).boxed()).await?;
+    let stored = stored_secret(pool).await?;
     tracing::warn!(
         "TOKEN_SECRET is not set: signing queue tokens with a key kept in the database; \
          set TOKEN_SECRET so a copy of the database cannot be used to forge tokens"
     );
     Ok(stored)
+}
+
+/// The stored key, made by whichever process comes first. Two processes
+/// starting together on different nodes of a cluster both insert one; the
+/// later commit fails certification (a deadlock error) and runs again,
+/// finding the earlier key.
+async fn stored_secret(pool: &DbPool) -> AppResult<Vec<u8>> {
+    let mut attempt = 0;
+    loop {
+        match db::run(pool, |conn| shared_secret(conn).boxed()).await {
+            Err(error) if error.is_retryable() && attempt < db::DEADLOCK_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(db::retry_pause(attempt)).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 async fn shared_secret(conn: &mut AsyncMysqlConnection) -> AppResult<Vec<u8>> {

@@ -83,3 +83,39 @@ async fn check_reads_and_never_creates_or_migrates() {
     }
     assert_eq!(created, 0, "check created {name}");
 }
+
+/// The wedges seen on a Galera cluster: tokens stored without the counter
+/// that numbers them, a counter ahead of its tokens, a token ACTIVE beyond
+/// the admitted number. Each is reported, none reads "ok".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_line_whose_rows_and_counters_disagree() {
+    let server = TestServer::with_settings(|c| c.max_active_tokens = 1).await;
+    for name in ["first", "second", "third", "fourth"] {
+        let user = common::fixtures::register(&server, name).await;
+        common::fixtures::issue_token(&server, user).await;
+    }
+    let (clean, report) = run_check(&server.db.url, 1);
+    assert!(clean, "{report}");
+
+    let plants = [
+        (
+            "UPDATE queue_state SET last_issued_seq = last_issued_seq - 1",
+            "the line's counter numbers every token: none above it",
+        ),
+        (
+            "DELETE FROM queue_tokens WHERE seq = 2",
+            "the line's counter numbers every token: one token for each number, no gaps",
+        ),
+        (
+            "UPDATE queue_tokens SET status = 'ACTIVE', admitted_at = NOW(6), \
+             expires_at = NOW(6) + INTERVAL 1 HOUR WHERE seq = 3",
+            "tokens after the admission cursor are WAITING, tokens up to it are not",
+        ),
+    ];
+    for (sql, rule) in plants {
+        sql_execute(&server.db, sql).await;
+        let (clean, report) = run_check(&server.db.url, 10);
+        assert!(!clean, "check must fail after {sql}:\n{report}");
+        assert!(report.contains(rule), "missing {rule:?} in:\n{report}");
+    }
+}

@@ -118,7 +118,7 @@ async fn the_diesel_schema_matches_the_migrated_database() {
         "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, COLUMN_TYPE AS column_type, \
                 IS_NULLABLE AS is_nullable, CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) AS max_length \
          FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '__diesel_schema_migrations' \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME NOT LIKE '\\_\\_%' \
          ORDER BY TABLE_NAME, ORDINAL_POSITION",
     )
     .load(&mut conn)

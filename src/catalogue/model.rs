@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use crate::db::DbUuid;
-use crate::db::schema::{concert_dates, concerts, seats};
+use crate::db::schema::{catalogue_seeds, concert_dates, concerts, seats};
 use crate::text_enum;
 
 #[derive(
@@ -281,6 +281,24 @@ pub async fn insert_date(
         .execute(conn)
         .await?;
     Ok(date_id)
+}
+
+/// Writes the row of the catalogue seed `name`; false when it is there
+/// already (`INSERT IGNORE`: a duplicate is no error, so nothing of the
+/// caller's transaction is left to an error's handling).
+pub async fn claim_seed(
+    conn: &mut AsyncMysqlConnection,
+    name: &str,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let written = diesel::insert_or_ignore_into(catalogue_seeds::table)
+        .values((
+            catalogue_seeds::name.eq(name),
+            catalogue_seeds::seeded_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(written == 1)
 }
 
 pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> QueryResult<u64> {

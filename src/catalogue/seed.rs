@@ -5,13 +5,13 @@
 use bigdecimal::BigDecimal;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 use futures_util::FutureExt;
 
 use super::{import, model};
 use crate::db::schema::concerts;
 use crate::db::{self, DbPool};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::money::Money;
 
 pub const SEATS_PER_DATE: i32 = 50;
@@ -27,34 +27,31 @@ fn price_of(number: i32) -> BigDecimal {
 }
 
 /// Loads the demo catalogue when there is no concert yet. Returns whether it
-/// did. Several processes starting at once take turns through a named lock.
+/// did. Processes starting together load it once between them, whichever
+/// database node each talks to: the load writes the `demo` row of
+/// `catalogue_seeds` first, and a second loader's row conflicts with it
+/// (it waits on the row lock on one server, or fails certification on a
+/// cluster and runs again) and then finds it there.
 pub async fn seed_if_empty(pool: &DbPool, now: NaiveDateTime) -> AppResult<bool> {
-    db::run(pool, move |conn| seed_on(conn, now).boxed()).await
+    let demo = import::demo(now)?;
+    db::run(pool, move |conn| {
+        async move {
+            crate::transaction_with_retry!(conn, |conn| {
+                let concerts_so_far: i64 = concerts::table.count().get_result(conn).await?;
+                if concerts_so_far > 0 || !model::claim_seed(conn, DEMO_SEED, now).await? {
+                    return Ok(false);
+                }
+                import::import_on(conn, &demo).await?;
+                Ok(true)
+            })
+        }
+        .boxed()
+    })
+    .await
 }
 
-async fn seed_on(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -> AppResult<bool> {
-    let got = diesel::select(diesel::dsl::sql::<
-        diesel::sql_types::Nullable<diesel::sql_types::Integer>,
-    >("GET_LOCK('ticket_reservation.seed', 30)"))
-    .get_result(conn)
-    .await?;
-    db::named_lock_taken("ticket_reservation.seed", got)?;
-    let seeded = async {
-        let concerts_so_far: i64 = concerts::table.count().get_result(conn).await?;
-        if concerts_so_far > 0 {
-            return Ok(false);
-        }
-        let demo = import::demo(now)?;
-        conn.transaction::<_, AppError, _>(async |conn| import::import_on(conn, &demo).await)
-            .await?;
-        Ok::<_, AppError>(true)
-    }
-    .await;
-    diesel::sql_query("SELECT RELEASE_LOCK('ticket_reservation.seed')")
-        .execute(conn)
-        .await?;
-    seeded
-}
+/// The `catalogue_seeds` row of the demo catalogue.
+const DEMO_SEED: &str = "demo";
 
 /// Adds a date with seats 1 to 50 to a concert, on sale at once.
 pub async fn insert_date(

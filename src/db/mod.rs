@@ -1,5 +1,9 @@
 //! The connection pool, the embedded migrations and the Diesel schema.
 
+pub mod galera;
+pub mod hosts;
+pub mod lease;
+pub mod migrate;
 mod monitor;
 mod prepared;
 pub mod schema;
@@ -10,18 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{Manager, Metrics, Object, Pool, QueueMode, RecycleError, RecycleResult};
+use diesel::ConnectionError;
 use diesel::result::QueryResult;
 use diesel::sql_types::Text;
-use diesel::{Connection, ConnectionError, RunQueryDsl as _};
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+pub use hosts::Hosts;
 pub use monitor::DbMonitor;
 pub use prepared::{Prepared, padded};
 pub use types::DbUuid;
@@ -30,8 +33,6 @@ use crate::error::{AppError, AppResult};
 
 pub type DbPool = Pool<CheckedManager>;
 pub type DbConn = Object<CheckedManager>;
-
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// How long a pooled session may sit idle inside an open transaction before
 /// the database ends the session and rolls the transaction back. Every
@@ -86,12 +87,18 @@ impl PoolOptions {
 /// Session settings every pooled connection starts with. READ COMMITTED
 /// because every rule here is enforced by conditional writes and row locks,
 /// not by snapshots, and it keeps InnoDB from taking gap locks on hot paths.
+/// On a Galera node, reads are causal too (`galera`).
 async fn set_up_session(
     conn: &mut AsyncMysqlConnection,
     lock_wait_seconds: u32,
+    on_galera: bool,
 ) -> QueryResult<()> {
     conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await?;
+    if on_galera {
+        conn.batch_execute("SET SESSION wsrep_sync_wait = 1")
+            .await?;
+    }
     conn.batch_execute(&format!(
         "SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}"
     ))
@@ -114,6 +121,67 @@ async fn set_up_session(
     .await
 }
 
+/// How long opening a connection to one host may take before the next
+/// host is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens a session, set up for work, on the first host of `hosts` that
+/// answers and can take work; a host that cannot is passed over for a while.
+pub async fn open_session(
+    hosts: &Hosts,
+    lock_wait_seconds: u32,
+) -> Result<AsyncMysqlConnection, ConnectionError> {
+    let mut last_error = ConnectionError::BadConnection("no database host".to_owned());
+    for (index, url) in hosts.in_order() {
+        match open_on_host(url, lock_wait_seconds).await {
+            Ok(conn) => return Ok(conn),
+            Err(error) => {
+                if hosts.len() > 1 {
+                    tracing::warn!(host = index + 1, %error, "a database host cannot take work; trying the next");
+                }
+                hosts.failed(index);
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn open_on_host(
+    url: &str,
+    lock_wait_seconds: u32,
+) -> Result<AsyncMysqlConnection, ConnectionError> {
+    let mut conn = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        <AsyncMysqlConnection as AsyncConnection>::establish(url),
+    )
+    .await
+    .map_err(|_| ConnectionError::BadConnection("timed out connecting".to_owned()))??;
+    let state = galera::node_state(&mut conn)
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    if let galera::NodeState::NotReady(why) = &state {
+        return Err(ConnectionError::BadConnection(format!(
+            "a Galera node that cannot take work ({why})"
+        )));
+    }
+    set_up_session(
+        &mut conn,
+        lock_wait_seconds,
+        state == galera::NodeState::Ready,
+    )
+    .await
+    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// The hosts of a `DATABASE_URL` that may name several.
+pub fn hosts_of(database_url: &str) -> AppResult<Hosts> {
+    hosts::single_host_urls(database_url)
+        .map(Hosts::new)
+        .map_err(AppError::internal)
+}
+
 pub fn build_pool(
     database_url: &str,
     options: PoolOptions,
@@ -124,13 +192,13 @@ pub fn build_pool(
     // decides when a round trip is worth it.
     config.recycling_method = RecyclingMethod::Fast;
     let setup_monitor = Arc::clone(&monitor);
-    config.custom_setup = Box::new(move |url| {
+    let hosts = Arc::new(hosts_of(database_url)?);
+    // The manager's own URL is ignored: each new connection picks its host.
+    config.custom_setup = Box::new(move |_url| {
         let monitor = Arc::clone(&setup_monitor);
+        let hosts = Arc::clone(&hosts);
         async move {
-            let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
-            set_up_session(&mut conn, options.lock_wait_seconds)
-                .await
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            let mut conn = open_session(&hosts, options.lock_wait_seconds).await?;
             conn.set_instrumentation(monitor.instrumentation());
             Ok(conn)
         }
@@ -190,7 +258,19 @@ impl Manager for CheckedManager {
 async fn connect(pool: &DbPool) -> AppResult<DbConn> {
     pool.get()
         .await
-        .map_err(|e| AppError::internal(format!("no database connection: {e}")))
+        .map_err(|e| AppError::Unavailable(format!("no database connection: {e}")))
+}
+
+/// A database error that says the database could not be reached or could
+/// not take work, rather than anything about the request: the link died
+/// (a node killed, a restart), or a Galera node left the primary component.
+pub fn is_unavailable(error: &diesel::result::Error) -> bool {
+    monitor::is_link_failure(error)
+        || matches!(
+            error,
+            diesel::result::Error::DatabaseError(_, info)
+                if info.message().contains("WSREP has not yet prepared node")
+        )
 }
 
 /// Work to do on one pooled connection: `move |conn| async move { .. }.boxed()`.
@@ -260,10 +340,15 @@ pub fn database_name(url: &url::Url) -> Result<String, String> {
 
 /// Creates the database named by `database_url` when it does not exist yet.
 pub async fn create_database_if_missing(database_url: &str) -> AppResult<()> {
-    let mut url = url::Url::parse(database_url).map_err(AppError::internal)?;
-    let name = database_name(&url).map_err(AppError::internal)?;
-    url.set_path("");
-    let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url.as_str())
+    let mut servers = Vec::new();
+    let mut name = String::new();
+    for host_url in hosts::single_host_urls(database_url).map_err(AppError::internal)? {
+        let mut url = url::Url::parse(&host_url).map_err(AppError::internal)?;
+        name = database_name(&url).map_err(AppError::internal)?;
+        url.set_path("");
+        servers.push(url.to_string());
+    }
+    let mut conn = open_session(&Hosts::new(servers), PoolOptions::jobs().lock_wait_seconds)
         .await
         .map_err(|e| AppError::internal(format!("cannot connect to the database server: {e}")))?;
     conn.batch_execute(&format!(
@@ -273,42 +358,26 @@ pub async fn create_database_if_missing(database_url: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Applies pending migrations and returns how many ran. Several processes
-/// starting at once on one database take turns through a named lock.
+/// Applies pending migrations and returns how many ran. Processes starting
+/// together, on one database server or on several nodes of a cluster, take
+/// turns through the startup lease; a migration that a crash interrupted is
+/// resumed where it stopped (`migrate`).
 pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
-    let url = database_url.to_owned();
-    tokio::task::spawn_blocking(move || -> AppResult<usize> {
-        let mut conn =
-            <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
-                .map_err(|e| AppError::internal(format!("cannot connect to the database: {e}")))?;
-        let got = diesel::select(diesel::dsl::sql::<
-            diesel::sql_types::Nullable<diesel::sql_types::Integer>,
-        >("GET_LOCK('ticket_reservation.migrations', 60)"))
-        .get_result(&mut conn)?;
-        named_lock_taken("ticket_reservation.migrations", got)?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.len())
-            .map_err(|e| AppError::internal(format!("migration failed: {e}")));
-        diesel::sql_query("SELECT RELEASE_LOCK('ticket_reservation.migrations')")
-            .execute(&mut conn)?;
-        applied
-    })
-    .await
-    .map_err(AppError::internal)?
+    let hosts = Arc::new(hosts_of(database_url)?);
+    // Reads are causal on Galera: the previous holder of the lease may have
+    // recorded its migrations through another node.
+    let mut conn = open_session(&hosts, PoolOptions::jobs().lock_wait_seconds)
+        .await
+        .map_err(|e| AppError::internal(format!("cannot connect to the database: {e}")))?;
+    lease::prepare_table(&mut conn).await?;
+    let lease = lease::acquire(&mut conn, Arc::clone(&hosts), "migrations", MIGRATION_WAIT).await?;
+    let applied = migrate::run_pending(&mut conn).await;
+    lease.release(&mut conn).await?;
+    applied
 }
 
-/// What `GET_LOCK` answered: 1 when the lock is ours; 0 when another
-/// session held it for the whole timeout; NULL on an error. Going on
-/// without it would let two processes do the locked work at once.
-pub fn named_lock_taken(name: &str, got: Option<i32>) -> AppResult<()> {
-    match got {
-        Some(1) => Ok(()),
-        _ => Err(AppError::internal(format!(
-            "another process held the lock {name} too long; start again"
-        ))),
-    }
-}
+/// How long a starting process waits for another's migrations.
+const MIGRATION_WAIT: Duration = Duration::from_secs(300);
 
 /// Creates the database if needed and brings its schema up to date.
 pub async fn prepare(database_url: &str) -> AppResult<usize> {
@@ -318,11 +387,20 @@ pub async fn prepare(database_url: &str) -> AppResult<usize> {
 
 /// How many times a transaction that lost a deadlock or a lock wait is run
 /// again before the error reaches the caller.
-pub const DEADLOCK_RETRIES: usize = 3;
+pub const DEADLOCK_RETRIES: usize = 5;
+
+/// The pause before the `attempt`th rerun of a rolled-back transaction: a
+/// few random milliseconds, growing, so that writers that collided on one
+/// row (on Galera, on different nodes) do not collide again in step.
+pub fn retry_pause(attempt: usize) -> Duration {
+    let ceiling_ms = 2u64 << attempt.min(6);
+    Duration::from_micros(rand::random_range(0..ceiling_ms * 1000))
+}
 
 /// Runs `async |conn| body` as a transaction on `$conn`, and runs it again
-/// when the database rolled it back for a deadlock or a lock wait timeout:
-/// those leave nothing behind, so a rerun is safe. (A macro rather than a
+/// when the database rolled it back (`AppError::is_retryable_transaction`):
+/// that leaves nothing behind, so a rerun is safe. Every error of the body
+/// ends the transaction; none is taken as leave to carry on in it. (A macro rather than a
 /// function taking a closure: rustc cannot yet prove such futures `Send`.)
 #[macro_export]
 macro_rules! transaction_with_retry {
@@ -336,28 +414,20 @@ macro_rules! transaction_with_retry {
                 )
                 .await;
             match outcome {
-                Err(error) if error.is_retryable() && attempt < $crate::db::DEADLOCK_RETRIES => {
+                Err(error)
+                    if error.is_retryable_transaction()
+                        && attempt < $crate::db::DEADLOCK_RETRIES =>
+                {
                     attempt += 1;
                     tracing::warn!(
-                        ?error,
+                        error = %error.detail(),
                         attempt,
                         "transaction rolled back by the database; running it again"
                     );
+                    tokio::time::sleep($crate::db::retry_pause(attempt)).await;
                 }
                 outcome => break outcome,
             }
         }
     }};
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_granted_named_lock_lets_the_work_go_on() {
-        assert!(named_lock_taken("l", Some(1)).is_ok());
-        assert!(named_lock_taken("l", Some(0)).is_err(), "timed out");
-        assert!(named_lock_taken("l", None).is_err(), "an error in GET_LOCK");
-    }
 }

@@ -47,7 +47,7 @@ fn now_ms() -> u64 {
 
 /// Errors that come from the driver or the socket rather than the server:
 /// the connection is likely dead.
-fn is_link_failure(error: &DieselError) -> bool {
+pub(super) fn is_link_failure(error: &DieselError) -> bool {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
         DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {

@@ -18,6 +18,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    catalogue_seeds (name) {
+        #[max_length = 32]
+        name -> Varchar,
+        seeded_at -> Datetime,
+    }
+}
+
+diesel::table! {
     concert_dates (id) {
         id -> Unsigned<Bigint>,
         concert_id -> Unsigned<Bigint>,
@@ -163,6 +171,7 @@ diesel::joinable!(seats -> concert_dates (concert_date_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     balance_entries,
+    catalogue_seeds,
     concert_dates,
     concerts,
     idempotency_keys,

@@ -46,6 +46,18 @@ impl TestDb {
         Self { url, name }
     }
 
+    /// A name for a database that does not exist yet (dropped at the end
+    /// like the others), for tests of how servers create and migrate it.
+    pub fn unprepared() -> Self {
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let mut url = server_url();
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            name,
+        }
+    }
+
     pub async fn connect(&self) -> AsyncMysqlConnection {
         AsyncMysqlConnection::establish(&self.url)
             .await
