@@ -103,7 +103,7 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
             _ = state.queue.admission_wakeup.notified() => {}
         }
-        match queue::service::admit_waiting(&state.jobs_pool, state.queue.settings).await {
+        match queue::service::admit_waiting(&state.line_pool, state.queue.settings).await {
             Ok(Some(turn)) => {
                 state.queue.heartbeat.beat();
                 state
@@ -119,6 +119,9 @@ async fn admission_loop(state: AppState, stop: CancellationToken) {
             }
             // Another process holds the line right now: its turn admits.
             Ok(None) => state.queue.heartbeat.beat(),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %error.detail(), "admission turn rolled back; the next one admits");
+            }
             Err(error) => tracing::error!(error = %error.detail(), "admission turn failed"),
         }
     }
@@ -139,6 +142,11 @@ async fn sweep_loop(state: AppState, stop: CancellationToken) {
                 state.queue.admission_wakeup.notify_one();
             }
             Ok(_) => {}
+            // On a cluster a sweep can meet a hold or payment on another
+            // node; the next tick sweeps what this one left.
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %error.detail(), "hold sweep rolled back; the next one sweeps");
+            }
             Err(error) => tracing::error!(error = %error.detail(), "hold sweep failed"),
         }
     }

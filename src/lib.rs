@@ -40,6 +40,15 @@ pub struct AppState {
     pub pool: DbPool,
     /// Connections of the background loops, whose lock waits are short.
     pub jobs_pool: DbPool,
+    /// Connections for the line's own writes: `issueToken` batches,
+    /// admission turns, line controls. Every one of them writes the line's
+    /// one counter row. With several database hosts (a Galera cluster)
+    /// these connections go to the first host of the *sorted* list that can
+    /// take work, the same host for every server whatever order its own
+    /// `DATABASE_URL` lists them in: there the writers of that row queue on
+    /// its lock instead of meeting at certification, where all but one
+    /// would be rolled back. On one database it is just a small pool.
+    pub line_pool: DbPool,
     pub db_monitor: Arc<DbMonitor>,
     /// Who may act for a user (`AUTH_MODE`).
     pub accounts: Arc<Accounts>,
@@ -83,10 +92,16 @@ impl AppState {
             PoolOptions::jobs(),
             Arc::clone(&db_monitor),
         )?;
+        let line_pool = db::build_pool(
+            &config.database_url,
+            PoolOptions::line(),
+            Arc::clone(&db_monitor),
+        )?;
         let accounts = Arc::new(accounts.with_pool(&pool));
         let secret = secrets::token_secret(&pool, config.token_secret.as_ref()).await?;
         let queue = Arc::new(QueueRuntime::start(
             pool.clone(),
+            line_pool.clone(),
             queue_settings(&config),
             &secret,
         ));
@@ -101,6 +116,7 @@ impl AppState {
             config: Arc::new(config),
             pool,
             jobs_pool,
+            line_pool,
             db_monitor,
             accounts,
             queue,

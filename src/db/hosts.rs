@@ -65,6 +65,14 @@ impl Hosts {
         fresh.into_iter().chain(passed_over).collect()
     }
 
+    /// The same hosts in sorted order: an order every server agrees on,
+    /// whatever order its own URL gives.
+    pub fn sorted(self) -> Self {
+        let mut urls = self.urls;
+        urls.sort();
+        Self::new(urls)
+    }
+
     pub fn failed(&self, index: usize) {
         self.passed_over_until_ms[index]
             .store(now_ms() + PASS_OVER.as_millis() as u64, Ordering::Relaxed);
@@ -110,6 +118,14 @@ mod tests {
         );
         assert!(single_host_urls("mysql://root@a:1,,b:2/db").is_err());
         assert!(single_host_urls("no scheme").is_err());
+    }
+
+    #[test]
+    fn sorted_hosts_are_the_same_whatever_the_order_given() {
+        let one = Hosts::new(single_host_urls("mysql://u@b:2,a:1,c:3/db").unwrap()).sorted();
+        let other = Hosts::new(single_host_urls("mysql://u@c:3,b:2,a:1/db").unwrap()).sorted();
+        assert_eq!(one.in_order(), other.in_order());
+        assert_eq!(one.in_order()[0], (0, "mysql://u@a:1/db"));
     }
 
     #[test]

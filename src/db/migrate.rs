@@ -139,9 +139,16 @@ async fn apply(
                 );
             }
             Err(error) => {
+                let error = AppError::Database(error);
+                // Rolled back by the database (on Galera, a DDL statement
+                // meeting another node's work): the caller starts again.
+                if error.is_retryable() {
+                    return Err(error);
+                }
                 return Err(AppError::internal(format!(
-                    "migration {} failed: {error}",
-                    file.name
+                    "migration {} failed: {}",
+                    file.name,
+                    error.detail()
                 )));
             }
         }

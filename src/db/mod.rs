@@ -59,6 +59,9 @@ pub struct PoolOptions {
     pub lock_wait_seconds: u32,
     /// Connections idle longer than this are pinged before reuse.
     pub idle_before_ping: Duration,
+    /// Whether several hosts are tried in sorted order rather than as given
+    /// (`line`).
+    pub hosts_sorted: bool,
 }
 
 impl PoolOptions {
@@ -70,6 +73,18 @@ impl PoolOptions {
             size,
             lock_wait_seconds: 10,
             idle_before_ping: IDLE_BEFORE_PING,
+            hosts_sorted: false,
+        }
+    }
+
+    /// The line's writes (`AppState::line_pool`): one issue batch and one
+    /// admission turn at a time, and now and then an organizer's change.
+    pub fn line() -> Self {
+        Self {
+            size: 4,
+            lock_wait_seconds: 10,
+            idle_before_ping: IDLE_BEFORE_PING,
+            hosts_sorted: true,
         }
     }
 
@@ -80,6 +95,7 @@ impl PoolOptions {
             size: 2,
             lock_wait_seconds: 2,
             idle_before_ping: IDLE_BEFORE_PING,
+            hosts_sorted: false,
         }
     }
 }
@@ -192,7 +208,11 @@ pub fn build_pool(
     // decides when a round trip is worth it.
     config.recycling_method = RecyclingMethod::Fast;
     let setup_monitor = Arc::clone(&monitor);
-    let hosts = Arc::new(hosts_of(database_url)?);
+    let mut hosts = hosts_of(database_url)?;
+    if options.hosts_sorted {
+        hosts = hosts.sorted();
+    }
+    let hosts = Arc::new(hosts);
     // The manager's own URL is ignored: each new connection picks its host.
     config.custom_setup = Box::new(move |_url| {
         let monitor = Arc::clone(&setup_monitor);
@@ -380,10 +400,30 @@ pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
 const MIGRATION_WAIT: Duration = Duration::from_secs(300);
 
 /// Creates the database if needed and brings its schema up to date.
+/// Every step can be run again, so one the database rolled back (on
+/// Galera, DDL of several nodes at once meets as a deadlock) is.
 pub async fn prepare(database_url: &str) -> AppResult<usize> {
-    create_database_if_missing(database_url).await?;
-    run_migrations(database_url).await
+    let mut attempt = 0;
+    loop {
+        let prepared = async {
+            create_database_if_missing(database_url).await?;
+            run_migrations(database_url).await
+        }
+        .await;
+        match prepared {
+            Err(error) if error.is_retryable() && attempt < STARTUP_RETRIES => {
+                attempt += 1;
+                tracing::warn!(error = %error.detail(), attempt, "preparing the database again");
+                tokio::time::sleep(retry_pause(attempt)).await;
+            }
+            prepared => return prepared,
+        }
+    }
 }
+
+/// How many times preparing the database is started again after the
+/// database rolled a step back.
+const STARTUP_RETRIES: usize = 10;
 
 /// How many times a transaction that lost a deadlock or a lock wait is run
 /// again before the error reaches the caller.

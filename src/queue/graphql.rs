@@ -78,7 +78,7 @@ impl From<line::LineState> for LineState {
 /// follow it at once; the other servers follow within their interval.
 async fn change_line(ctx: &Context<'_>, change: LineChange) -> Result<LineState> {
     let app = ctx.app();
-    let state = line::change_line(&app.pool, app.queue.settings, change).await?;
+    let state = line::change_line(&app.line_pool, app.queue.settings, change).await?;
     app.queue.admission_wakeup.notify_one();
     Ok(state.into())
 }
@@ -99,7 +99,7 @@ impl QueueQuery {
     #[graphql(guard = "OrganizerGuard")]
     async fn line(&self, ctx: &Context<'_>) -> Result<LineState> {
         let app = ctx.app();
-        Ok(line::line_state(&app.pool, app.queue.settings)
+        Ok(line::line_state(&app.line_pool, app.queue.settings)
             .await?
             .into())
     }

@@ -120,9 +120,11 @@ impl Heartbeat {
 }
 
 impl QueueRuntime {
-    pub fn start(pool: DbPool, settings: QueueSettings, secret: &[u8]) -> Self {
-        let lookups = spawn_lookups(pool.clone());
-        let issues = spawn_issues(pool, settings);
+    /// Lookups read through `pool`; issue batches write the line through
+    /// `line_pool` (see `AppState::line_pool`).
+    pub fn start(pool: DbPool, line_pool: DbPool, settings: QueueSettings, secret: &[u8]) -> Self {
+        let lookups = spawn_lookups(pool);
+        let issues = spawn_issues(line_pool, settings);
         let (snapshot, _) = watch::channel(QueueSnapshot {
             counters: QueueCounters {
                 last_issued_seq: 0,
