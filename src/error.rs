@@ -64,6 +64,35 @@ impl From<DieselError> for AppError {
 pub const OVERLOADED_MESSAGE: &str =
     "the server is at its limit of work in flight; try again in a moment";
 
+/// One batch's failure, answered to each of its callers (an `AppError`
+/// holds a database error and cannot be copied): its detail for the log,
+/// and whether it said the database was unavailable (so each caller is
+/// told UNAVAILABLE, retry-safe, rather than INTERNAL).
+#[derive(Debug, Clone)]
+pub struct SharedFailure {
+    detail: String,
+    unavailable: bool,
+}
+
+impl SharedFailure {
+    pub fn of(error: &AppError) -> Self {
+        Self {
+            detail: error.detail(),
+            unavailable: error.code() == "UNAVAILABLE",
+        }
+    }
+}
+
+impl From<SharedFailure> for AppError {
+    fn from(failure: SharedFailure) -> Self {
+        if failure.unavailable {
+            Self::Unavailable(failure.detail)
+        } else {
+            Self::Internal(failure.detail)
+        }
+    }
+}
+
 /// The message of every UNAVAILABLE error.
 pub const UNAVAILABLE_MESSAGE: &str = "the database could not be reached; whether this took effect \
      is not known: try again (with the same idempotencyKey where there is one)";

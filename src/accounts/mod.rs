@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::batch::Batcher;
 use crate::config::{AuthMode, Config};
 use crate::db::{self, DbPool};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, SharedFailure};
 use jwt::JwtVerifier;
 
 /// Subjects whose user is known, per process: a subject's user never
@@ -32,7 +32,7 @@ pub struct Accounts {
     /// Subjects not in the cache, looked up together: in a rush every
     /// `issueToken` of a fan new to this process asks, and one query per
     /// batch costs the server far less than one per call.
-    lookups: Option<Batcher<String, Result<Option<Uuid>, String>>>,
+    lookups: Option<Batcher<String, Result<Option<Uuid>, SharedFailure>>>,
 }
 
 /// Why another user's id is refused.
@@ -41,7 +41,7 @@ pub const NOT_YOURS: &str = "you may act only for your own user (the one of your
 /// Subjects looked up in one query at the most.
 const MAX_LOOKUP_BATCH: usize = 256;
 
-fn spawn_lookups(pool: DbPool) -> Batcher<String, Result<Option<Uuid>, String>> {
+fn spawn_lookups(pool: DbPool) -> Batcher<String, Result<Option<Uuid>, SharedFailure>> {
     Batcher::spawn(MAX_LOOKUP_BATCH, move |subjects: Vec<String>| {
         let pool = pool.clone();
         async move {
@@ -59,7 +59,7 @@ fn spawn_lookups(pool: DbPool) -> Batcher<String, Result<Option<Uuid>, String>> 
                         .map(|subject| Ok(users.get(subject).copied()))
                         .collect()
                 }
-                Err(error) => vec![Err(error.detail()); subjects.len()],
+                Err(error) => vec![Err(SharedFailure::of(&error)); subjects.len()],
             }
         }
     })
@@ -165,7 +165,7 @@ impl Accounts {
             Some(lookups) => lookups
                 .call(subject.clone())
                 .await?
-                .map_err(AppError::Internal)?,
+                .map_err(AppError::from)?,
             None => {
                 let lookup = subject.clone();
                 db::run(pool, move |conn| {

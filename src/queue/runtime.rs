@@ -17,7 +17,7 @@ use super::token::{TokenClaims, TokenSealer};
 use crate::batch::Batcher;
 use crate::clock;
 use crate::db::{DbPool, DbUuid};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, SharedFailure};
 
 /// Largest number of requests one batched statement serves.
 const MAX_BATCH: usize = 512;
@@ -46,7 +46,7 @@ struct Lookup {
 
 /// The line's counters, and the token's row if it was asked for and has
 /// been admitted.
-type LookupAnswer = Result<(QueueCounters, Option<TokenRow>), String>;
+type LookupAnswer = Result<(QueueCounters, Option<TokenRow>), SharedFailure>;
 
 /// Where a token stands, as far as the line alone can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ type IssueAnswer = Result<(TokenRow, u64), IssueFailure>;
 enum IssueFailure {
     UnknownUser(String),
     NotYours,
-    Failed(String),
+    Failed(SharedFailure),
 }
 
 pub struct QueueRuntime {
@@ -164,11 +164,7 @@ impl QueueRuntime {
             seq: claims.seq,
             with_row: true,
         };
-        let (counters, row) = self
-            .lookups
-            .call(lookup)
-            .await?
-            .map_err(AppError::Internal)?;
+        let (counters, row) = self.lookups.call(lookup).await?.map_err(AppError::from)?;
         let row = if claims.seq > counters.admitted_through_seq {
             if claims.seq > counters.last_issued_seq {
                 return Err(forged);
@@ -194,11 +190,7 @@ impl QueueRuntime {
             seq: claims.seq,
             with_row: false,
         };
-        let (counters, _) = self
-            .lookups
-            .call(lookup)
-            .await?
-            .map_err(AppError::Internal)?;
+        let (counters, _) = self.lookups.call(lookup).await?.map_err(AppError::from)?;
         if claims.seq > counters.last_issued_seq {
             return Err(AppError::Unauthenticated(
                 "the token is not one this server issued",
@@ -223,7 +215,7 @@ impl QueueRuntime {
             .map_err(|failure| match failure {
                 IssueFailure::UnknownUser(message) => AppError::NotFound(message),
                 IssueFailure::NotYours => AppError::Forbidden(crate::accounts::NOT_YOURS),
-                IssueFailure::Failed(detail) => AppError::Internal(detail),
+                IssueFailure::Failed(failure) => failure.into(),
             })?;
         self.observe(cursor);
         Ok(self.to_view(row, cursor, clock::now()))
@@ -317,7 +309,12 @@ fn spawn_lookups(pool: DbPool) -> Batcher<Lookup, LookupAnswer> {
                 .filter(|lookup| lookup.with_row)
                 .map(|lookup| lookup.seq)
                 .collect();
-            match service::lookup_batch(&pool, rows_wanted).await {
+            let mut answered = service::lookup_batch(&pool, rows_wanted.clone()).await;
+            if answered.as_ref().is_err_and(is_dead_link) {
+                // A read: asking again, on a live connection, is always safe.
+                answered = service::lookup_batch(&pool, rows_wanted).await;
+            }
+            match answered {
                 // One token may be asked about several times in one batch.
                 Ok((counters, rows)) => asked
                     .iter()
@@ -325,11 +322,18 @@ fn spawn_lookups(pool: DbPool) -> Batcher<Lookup, LookupAnswer> {
                     .collect(),
                 Err(error) => {
                     tracing::error!(error = %error.detail(), "token lookup batch failed");
-                    vec![Err(error.detail()); asked.len()]
+                    vec![Err(SharedFailure::of(&error)); asked.len()]
                 }
             }
         }
     })
+}
+
+/// A batch that failed because its connection died (its node went down, the
+/// database restarted): every caller would be told UNAVAILABLE, so the
+/// batch is tried once more on another connection, which the pool checks.
+fn is_dead_link(error: &AppError) -> bool {
+    error.code() == "UNAVAILABLE"
 }
 
 /// `issueToken` calls, coalesced into one transaction per batch.
@@ -338,7 +342,13 @@ fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<IssueRequest, 
         let pool = pool.clone();
         async move {
             let asked = requests.len();
-            match service::issue_batch(&pool, settings, requests).await {
+            let mut issued = service::issue_batch(&pool, settings, requests.clone()).await;
+            if issued.as_ref().is_err_and(is_dead_link) {
+                // Safe to send again whether or not the first one committed:
+                // a user who has a live token gets it back unchanged.
+                issued = service::issue_batch(&pool, settings, requests).await;
+            }
+            match issued {
                 Ok(answers) => answers
                     .into_iter()
                     .map(|answer| {
@@ -350,7 +360,7 @@ fn spawn_issues(pool: DbPool, settings: QueueSettings) -> Batcher<IssueRequest, 
                     .collect(),
                 Err(error) => {
                     tracing::error!(error = %error.detail(), "token issue batch failed");
-                    vec![Err(IssueFailure::Failed(error.detail())); asked]
+                    vec![Err(IssueFailure::Failed(SharedFailure::of(&error))); asked]
                 }
             }
         }
