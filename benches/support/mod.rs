@@ -91,7 +91,24 @@ fn server_binary() -> String {
 
 impl ServerProcess {
     pub fn start(database_url: &str, settings: &[(&str, &str)]) -> BenchResult<Self> {
-        let mut command = Command::new(server_binary());
+        Self::start_under(&[], database_url, settings)
+    }
+
+    /// `start`, with the server run by `wrapper` (e.g. `valgrind
+    /// --tool=callgrind`), which must run it in its own process.
+    pub fn start_under(
+        wrapper: &[String],
+        database_url: &str,
+        settings: &[(&str, &str)],
+    ) -> BenchResult<Self> {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(server_binary());
+                command
+            }
+            None => Command::new(server_binary()),
+        };
         command
             .arg("serve")
             .env("DATABASE_URL", database_url)
