@@ -48,8 +48,18 @@ async fn main() -> BenchResult<()> {
     let our_dates = Arc::new(insert_concert(&db, dates_needed * 2).await?);
     let bare_seats = Arc::new(seats_of(&db, &insert_concert(&db, dates_needed).await?).await?);
     let users = insert_users(&db, 0, (HOT_FANS + 2 * HOLDERS) as u64, "1000000.00").await?;
-    let bare_users =
-        Arc::new(insert_users(&db, (HOT_FANS + 2 * HOLDERS) as u64, HOLDERS as u64, "0").await?);
+    // The bare SQL's users pay for their holds too, from a charged balance.
+    let bare_users = Arc::new(
+        insert_users(
+            &db,
+            (HOT_FANS + 2 * HOLDERS) as u64,
+            HOLDERS as u64,
+            "1000000.00",
+        )
+        .await?,
+    );
+    let bare_reservations: Arc<Vec<Mutex<Vec<uuid::Uuid>>>> =
+        Arc::new((0..HOLDERS).map(|_| Mutex::new(Vec::new())).collect());
     let tokens = Arc::new(insert_tokens(&db, &users, 1, true).await?);
     let pool_size = std::env::var("BENCH_DATABASE_POOL_SIZE").unwrap_or_else(|_| "32".to_owned());
     let server = ServerProcess::start(
@@ -133,7 +143,7 @@ async fn main() -> BenchResult<()> {
     let mut hold_statements = 0;
     for round in 0..ROUNDS {
         let cpu = CpuMeter::start(&server);
-        let bare = bare_holds(&db, round, &bare_seats, &bare_users).await?;
+        let bare = bare_holds(&db, round, &bare_seats, &bare_users, &bare_reservations).await?;
         bare_cpu.add(&cpu.totals());
         // Holds alone and holds under pollers take turns going first, so
         // that neither always meets the larger tables of the later run.
@@ -279,11 +289,23 @@ async fn main() -> BenchResult<()> {
         "    {:.2} SQL statements per payment of four holds",
         pay_statements as f64 / HOLDERS as f64
     );
+    let cpu = CpuMeter::start(&server);
+    let bare_payments = bare_payments(&db, &bare_users, &bare_reservations).await?;
+    println!("{}", bare_payments.report());
+    println!("    {}", cpu.per_op(HOLDERS));
+    println!("    {BARE_PAY_STATEMENTS} SQL statements per payment of four holds");
+    println!(
+        "    pay / bare SQL of a payment: {:.2}",
+        payments.per_second() / bare_payments.per_second()
+    );
 
     let sold = db
         .number("SELECT COUNT(*) FROM seats WHERE status = 'SOLD'")
         .await?;
-    println!("\nseats sold: {sold} (expected {HOLDS}, and 1 held on the hot seat)");
+    println!(
+        "\nseats sold: {sold} (expected {}: ours and the bare SQL's; and 1 held on the hot seat)",
+        2 * HOLDS
+    );
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-reservation"))
         .arg("check")
         .env("DATABASE_URL", &db.url)
@@ -463,13 +485,19 @@ async fn bare_holds(
     round: usize,
     seats: &Arc<Vec<u64>>,
     users: &Arc<Vec<uuid::Uuid>>,
+    held: &Arc<Vec<Mutex<Vec<uuid::Uuid>>>>,
 ) -> BenchResult<Phase> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..CLIENTS {
         let mut conn = db.pool.get_conn().await?;
-        let (seats, users, next) = (Arc::clone(seats), Arc::clone(users), Arc::clone(&next));
+        let (seats, users, next, held) = (
+            Arc::clone(seats),
+            Arc::clone(users),
+            Arc::clone(&next),
+            Arc::clone(held),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -479,8 +507,13 @@ async fn bare_holds(
                 }
                 let n = round * HOLDS_PER_ROUND + i;
                 let began = Instant::now();
-                if let Err(error) = bare_hold(&mut conn, users[n / HOLDS_EACH], seats[n]).await {
-                    eprintln!("bare hold {n}: {error}");
+                match bare_hold(&mut conn, users[n / HOLDS_EACH], seats[n]).await {
+                    Ok(reservation) => {
+                        if let Ok(mut ids) = held[n / HOLDS_EACH].lock() {
+                            ids.push(reservation);
+                        }
+                    }
+                    Err(error) => eprintln!("bare hold {n}: {error}"),
                 }
                 latencies.push(began.elapsed());
             }
@@ -500,7 +533,11 @@ async fn bare_holds(
     })
 }
 
-async fn bare_hold(conn: &mut mysql_async::Conn, user: uuid::Uuid, seat: u64) -> BenchResult<()> {
+async fn bare_hold(
+    conn: &mut mysql_async::Conn,
+    user: uuid::Uuid,
+    seat: u64,
+) -> BenchResult<uuid::Uuid> {
     let reservation = uuid::Uuid::now_v7();
     conn.query_drop("BEGIN").await?;
     conn.exec_drop(
@@ -513,6 +550,121 @@ async fn bare_hold(conn: &mut mysql_async::Conn, user: uuid::Uuid, seat: u64) ->
         "UPDATE seats SET status = 'HELD', held_by_reservation_id = ?, held_until = UTC_TIMESTAMP(6) + INTERVAL 1 HOUR \
          WHERE id = ? AND (status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= UTC_TIMESTAMP(6)))",
         (reservation.as_bytes().to_vec(), seat),
+    )
+    .await?;
+    conn.query_drop("COMMIT").await?;
+    Ok(reservation)
+}
+
+/// Statements in the bare SQL of a payment, BEGIN and COMMIT included.
+const BARE_PAY_STATEMENTS: usize = 8;
+
+/// The bare SQL of paying for four holds, from as many connections as we
+/// have clients: what a hand-written service would send to pay once and
+/// keep the books (`check` passes on its rows), without our token, key or
+/// lapse checks beyond the held rows themselves.
+async fn bare_payments(
+    db: &BenchDb,
+    users: &Arc<Vec<uuid::Uuid>>,
+    held: &Arc<Vec<Mutex<Vec<uuid::Uuid>>>>,
+) -> BenchResult<Phase> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut conn = db.pool.get_conn().await?;
+        let (users, next, held) = (Arc::clone(users), Arc::clone(&next), Arc::clone(held));
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let holder = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if holder >= HOLDERS {
+                    return latencies;
+                }
+                let ids = held[holder]
+                    .lock()
+                    .map(|ids| ids.clone())
+                    .unwrap_or_default();
+                let began = Instant::now();
+                if let Err(error) = bare_pay(&mut conn, users[holder], &ids).await {
+                    eprintln!("bare payment {holder}: {error}");
+                    let _ = conn.query_drop("ROLLBACK").await;
+                }
+                latencies.push(began.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await?);
+    }
+    Ok(Phase {
+        name: "bare SQL: pay four holds (8 statements), 64 connections".to_owned(),
+        latencies,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn bare_pay(
+    conn: &mut mysql_async::Conn,
+    user: uuid::Uuid,
+    reservations: &[uuid::Uuid],
+) -> BenchResult<()> {
+    let ids: Vec<String> = reservations
+        .iter()
+        .map(|id| format!("UNHEX('{}')", id.simple()))
+        .collect();
+    let ids = ids.join(",");
+    let user_id = user.as_bytes().to_vec();
+    let payment = uuid::Uuid::now_v7().as_bytes().to_vec();
+    conn.query_drop("BEGIN").await?;
+    let rows: Vec<(Vec<u8>, u64, String)> = conn
+        .exec(
+            format!(
+                "SELECT id, seat_id, CAST(price AS CHAR) FROM reservations WHERE id IN ({ids}) \
+                 AND user_id = ? AND status = 'HELD' AND held_until > UTC_TIMESTAMP(6) FOR UPDATE"
+            ),
+            (user_id.clone(),),
+        )
+        .await?;
+    if rows.len() != reservations.len() {
+        return Err("a hold is gone".into());
+    }
+    let total: bigdecimal::BigDecimal = rows
+        .iter()
+        .filter_map(|(_, _, price)| price.parse::<bigdecimal::BigDecimal>().ok())
+        .sum();
+    let total = total.to_string();
+    conn.exec_drop(
+        "UPDATE users SET balance = balance - ? WHERE id = ? AND balance >= ?",
+        (total.clone(), user_id.clone(), total.clone()),
+    )
+    .await?;
+    if conn.affected_rows() != 1 {
+        return Err("the balance is too low".into());
+    }
+    conn.exec_drop(
+        "INSERT INTO payments (id, user_id, amount, paid_at) VALUES (?, ?, ?, UTC_TIMESTAMP(6))",
+        (payment.clone(), user_id.clone(), total.clone()),
+    )
+    .await?;
+    conn.exec_drop(
+        format!("UPDATE reservations SET status = 'PAID', payment_id = ? WHERE id IN ({ids})"),
+        (payment.clone(),),
+    )
+    .await?;
+    let seats: Vec<String> = rows.iter().map(|(_, seat, _)| seat.to_string()).collect();
+    conn.query_drop(format!(
+        "UPDATE seats SET status = 'SOLD', held_by_reservation_id = NULL, held_until = NULL \
+         WHERE id IN ({})",
+        seats.join(",")
+    ))
+    .await?;
+    // The entry's balance_after is the balance this transaction just wrote.
+    conn.exec_drop(
+        "INSERT INTO balance_entries (user_id, kind, amount, balance_after, payment_id, at) \
+         SELECT id, 'PAYMENT', ?, balance, ?, UTC_TIMESTAMP(6) FROM users WHERE id = ?",
+        (format!("-{total}"), payment, user_id),
     )
     .await?;
     conn.query_drop("COMMIT").await?;
