@@ -110,40 +110,6 @@ async fn bare_holds(
     })
 }
 
-async fn bare_hold(conn: &mut mysql_async::Conn, user: uuid::Uuid, seat: u64) -> BenchResult<()> {
-    let reservation = uuid::Uuid::now_v7();
-    conn.query_drop("BEGIN").await?;
-    conn.exec_drop(
-        "INSERT INTO reservations (id, user_id, seat_id, token_seq, status, price, created_at, held_until) \
-         VALUES (?, ?, ?, 1, 'HELD', 1000.00, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)",
-        (reservation.as_bytes().to_vec(), user.as_bytes().to_vec(), seat),
-    )
-    .await?;
-    conn.exec_drop(
-        "UPDATE seats SET status = 'HELD', held_by_reservation_id = ?, held_until = UTC_TIMESTAMP(6) + INTERVAL 1 HOUR \
-         WHERE id = ? AND (status = 'AVAILABLE' OR (status = 'HELD' AND held_until <= UTC_TIMESTAMP(6)))",
-        (reservation.as_bytes().to_vec(), seat),
-    )
-    .await?;
-    conn.query_drop("COMMIT").await?;
-    Ok(())
-}
-
-async fn seats_of(db: &BenchDb, dates: &[u64]) -> BenchResult<Vec<u64>> {
-    let mut conn = db.pool.get_conn().await?;
-    let mut seat_ids = Vec::new();
-    for date in dates {
-        let ids: Vec<u64> = conn
-            .exec(
-                "SELECT id FROM seats WHERE concert_date_id = ? ORDER BY number",
-                (date,),
-            )
-            .await?;
-        seat_ids.extend(ids);
-    }
-    Ok(seat_ids)
-}
-
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let db = BenchDb::create().await?;
