@@ -131,7 +131,7 @@ impl AppError {
             Self::Overloaded => "OVERLOADED",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Unavailable(_) => "UNAVAILABLE",
-            Self::Database(error) if crate::db::is_unavailable(error) => "UNAVAILABLE",
+            Self::Database(_) if self.is_unavailable() => "UNAVAILABLE",
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => "INTERNAL",
         }
     }
@@ -149,6 +149,20 @@ impl AppError {
                     || message.contains("Lock wait timeout")
                     || message.contains("WSREP has not yet prepared node")
             }
+            _ => false,
+        }
+    }
+
+    /// A database error that says nothing about the request and is safe to
+    /// retry: the database could not be reached or take work, or it rolled
+    /// the work back more times than the server reruns it (`is_retryable`
+    /// errors that reach an answer have outlasted every rerun: a storm of
+    /// conflicts, on Galera a hot row written from several nodes). Answered
+    /// UNAVAILABLE, never INTERNAL.
+    fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Database(error) => crate::db::is_unavailable(error) || self.is_retryable(),
             _ => false,
         }
     }
@@ -209,9 +223,7 @@ impl AppError {
                 "the balance is below the total; charge the balance and pay again".to_owned()
             }
             Self::Unavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
-            Self::Database(error) if crate::db::is_unavailable(error) => {
-                UNAVAILABLE_MESSAGE.to_owned()
-            }
+            Self::Database(_) if self.is_unavailable() => UNAVAILABLE_MESSAGE.to_owned(),
             Self::KeyTaken | Self::Internal(_) | Self::Database(_) => INTERNAL_MESSAGE.to_owned(),
         }
     }
@@ -281,6 +293,37 @@ mod tests {
             .as_ref()
             .and_then(|ext| ext.get("code").cloned());
         assert_eq!(code, Some(async_graphql::Value::from("INTERNAL")));
+    }
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> AppError {
+        AppError::Database(DieselError::DatabaseError(
+            kind,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn work_the_database_rolled_back_or_could_not_take_is_unavailable_and_shared_so() {
+        for message in [
+            "Deadlock found when trying to get lock; try restarting transaction",
+            "Lock wait timeout exceeded; try restarting transaction",
+            "WSREP has not yet prepared node for application use",
+            "Input/output error: Broken pipe (os error 32)",
+        ] {
+            let error = database_error(DatabaseErrorKind::Unknown, message);
+            assert_eq!(error.code(), "UNAVAILABLE", "{message}");
+            assert_eq!(error.public_message(), UNAVAILABLE_MESSAGE);
+            assert_eq!(
+                AppError::from(SharedFailure::of(&error)).code(),
+                "UNAVAILABLE"
+            );
+        }
+        let broken = database_error(DatabaseErrorKind::CheckViolation, "CONSTRAINT failed");
+        assert_eq!(broken.code(), "INTERNAL");
+        assert_eq!(
+            AppError::from(SharedFailure::of(&broken)).code(),
+            "INTERNAL"
+        );
     }
 
     #[test]

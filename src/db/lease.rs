@@ -10,6 +10,7 @@
 //! A process that dies holding a lease stops renewing it, and it lapses.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::QueryableByName;
@@ -38,6 +39,10 @@ pub struct Lease {
     name: &'static str,
     holder: [u8; 16],
     renewal: JoinHandle<()>,
+    /// Set by the renewal once the lease cannot be shown to be ours any
+    /// more (a renewal found another holder, or none succeeded for half the
+    /// lease): the work it guards must stop.
+    lost: Arc<AtomicBool>,
 }
 
 /// Creates the leases table when missing. It lives outside the migrations
@@ -81,11 +86,13 @@ pub async fn acquire(
         }
         tokio::time::sleep(LOOK_AGAIN).await;
     }
-    let renewal = tokio::spawn(renew(hosts, name, holder));
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewal = tokio::spawn(renew(hosts, name, holder, Arc::clone(&lost)));
     Ok(Lease {
         name,
         holder,
         renewal,
+        lost,
     })
 }
 
@@ -119,11 +126,18 @@ async fn try_take(
 }
 
 /// Pushes the lease's lapse forward while its work runs. A renewal that
-/// fails is tried again at the next beat; the lease lasts four beats.
-async fn renew(hosts: Arc<Hosts>, name: &'static str, holder: [u8; 16]) {
+/// fails is tried again at the next beat; the lease lasts four beats. When
+/// a renewal finds the row no longer ours, or none has succeeded for half
+/// the lease (so another process may soon take it, by its own node's
+/// clock), the lease counts as lost.
+async fn renew(hosts: Arc<Hosts>, name: &'static str, holder: [u8; 16], lost: Arc<AtomicBool>) {
     let mut conn: Option<AsyncMysqlConnection> = None;
+    let mut last_renewed = Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
+        if last_renewed.elapsed() > LEASE / 2 {
+            lost.store(true, Ordering::Relaxed);
+        }
         if conn.is_none() {
             conn = super::open_session(&hosts, LEASE.as_secs() as u32)
                 .await
@@ -139,14 +153,33 @@ async fn renew(hosts: Arc<Hosts>, name: &'static str, holder: [u8; 16]) {
         .bind::<Binary, _>(holder.as_slice())
         .execute(open)
         .await;
-        if let Err(error) = renewed {
-            tracing::warn!(lease = name, %error, "could not renew a startup lease");
-            conn = None;
+        match renewed {
+            Ok(1) => last_renewed = Instant::now(),
+            Ok(_) => {
+                lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(lease = name, %error, "could not renew a startup lease");
+                conn = None;
+            }
         }
     }
 }
 
 impl Lease {
+    /// Fails once the lease can no longer be shown to be this process's:
+    /// checked between the steps of the guarded work.
+    pub fn still_held(&self) -> AppResult<()> {
+        if AtomicBool::load(&self.lost, Ordering::Relaxed) {
+            return Err(AppError::internal(format!(
+                "lost the startup lease {} (it could not be renewed); start again",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Gives the lease up, so the next process need not wait for it to lapse.
     pub async fn release(self, conn: &mut AsyncMysqlConnection) -> AppResult<()> {
         self.renewal.abort();

@@ -25,6 +25,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Integer, Text, Unsigned};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
 
+use super::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 /// One `migrations/<name>/up.sql`, embedded by `build.rs`.
@@ -67,8 +68,8 @@ struct AppliedVersion {
 }
 
 /// Applies every migration not yet recorded, in order, and answers how many
-/// ran. The caller holds the startup lease.
-pub async fn run_pending(conn: &mut AsyncMysqlConnection) -> AppResult<usize> {
+/// ran, while `lease` (the startup lease) is held.
+pub async fn run_pending(conn: &mut AsyncMysqlConnection, lease: &Lease) -> AppResult<usize> {
     conn.batch_execute(
         "CREATE TABLE IF NOT EXISTS __diesel_schema_migrations ( \
              version VARCHAR(50) PRIMARY KEY NOT NULL, \
@@ -94,7 +95,7 @@ pub async fn run_pending(conn: &mut AsyncMysqlConnection) -> AppResult<usize> {
         if applied.contains(&version) {
             continue;
         }
-        apply(conn, file, &version).await?;
+        apply(conn, file, &version, lease).await?;
         diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES (?)")
             .bind::<Text, _>(&version)
             .execute(conn)
@@ -120,6 +121,7 @@ async fn apply(
     conn: &mut AsyncMysqlConnection,
     file: &MigrationFile,
     version: &str,
+    lease: &Lease,
 ) -> AppResult<()> {
     let progress: Vec<Progress> = diesel::sql_query(
         "SELECT statements_done FROM __ticket_reservation_migration_progress WHERE version = ?",
@@ -128,10 +130,16 @@ async fn apply(
     .load(conn)
     .await?;
     let done = <[Progress]>::first(&progress).map_or(0, |row| row.statements_done as usize);
+    // With progress recorded, only the statement that was running when the
+    // last run stopped can have happened unrecorded. Without any (a file
+    // interrupted before this runner kept counts), any may have.
+    let unknown_before = progress.is_empty();
     for (index, statement) in file.statements().into_iter().enumerate().skip(done) {
+        lease.still_held()?;
+        let may_be_done = unknown_before || index == done;
         match conn.batch_execute(&statement).await {
             Ok(()) => {}
-            Err(error) if found_done(&statement, &error) => {
+            Err(error) if may_be_done && found_done(&statement, &error) => {
                 tracing::info!(
                     migration = file.name,
                     reason = %error,

@@ -62,6 +62,10 @@ pub struct PoolOptions {
     /// Whether several hosts are tried in sorted order rather than as given
     /// (`line`).
     pub hosts_sorted: bool,
+    /// Connections older than this are closed when handed back and opened
+    /// anew (`line`: so that after a failover they return to the first
+    /// host once it is back, on every server).
+    pub max_age: Option<Duration>,
 }
 
 impl PoolOptions {
@@ -74,6 +78,7 @@ impl PoolOptions {
             lock_wait_seconds: 10,
             idle_before_ping: IDLE_BEFORE_PING,
             hosts_sorted: false,
+            max_age: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl PoolOptions {
             lock_wait_seconds: 10,
             idle_before_ping: IDLE_BEFORE_PING,
             hosts_sorted: true,
+            max_age: Some(LINE_CONNECTION_AGE),
         }
     }
 
@@ -96,6 +102,7 @@ impl PoolOptions {
             lock_wait_seconds: 2,
             idle_before_ping: IDLE_BEFORE_PING,
             hosts_sorted: false,
+            max_age: None,
         }
     }
 }
@@ -137,6 +144,10 @@ async fn set_up_session(
     .await
 }
 
+/// How long a connection of the line pool lives: the longest the line's
+/// writes stay on a later host after the first one is back.
+const LINE_CONNECTION_AGE: Duration = Duration::from_secs(10);
+
 /// How long opening a connection to one host may take before the next
 /// host is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -163,16 +174,23 @@ pub async fn open_session(
     Err(last_error)
 }
 
+/// Connecting and setting the session up together: a host that accepts the
+/// connection and then hangs (or lags behind with causal reads on) is
+/// passed over like one that refuses it.
 async fn open_on_host(
     url: &str,
     lock_wait_seconds: u32,
 ) -> Result<AsyncMysqlConnection, ConnectionError> {
-    let mut conn = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        <AsyncMysqlConnection as AsyncConnection>::establish(url),
-    )
-    .await
-    .map_err(|_| ConnectionError::BadConnection("timed out connecting".to_owned()))??;
+    tokio::time::timeout(CONNECT_TIMEOUT, open_and_set_up(url, lock_wait_seconds))
+        .await
+        .map_err(|_| ConnectionError::BadConnection("timed out connecting".to_owned()))?
+}
+
+async fn open_and_set_up(
+    url: &str,
+    lock_wait_seconds: u32,
+) -> Result<AsyncMysqlConnection, ConnectionError> {
+    let mut conn = <AsyncMysqlConnection as AsyncConnection>::establish(url).await?;
     let state = galera::node_state(&mut conn)
         .await
         .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -228,6 +246,7 @@ pub fn build_pool(
         inner: AsyncDieselConnectionManager::new_with_config(database_url, config),
         monitor,
         idle_before_ping: options.idle_before_ping,
+        max_age: options.max_age,
     };
     Pool::builder(manager)
         // The most recently returned connection goes out first, so light
@@ -250,6 +269,7 @@ pub struct CheckedManager {
     inner: AsyncDieselConnectionManager<AsyncMysqlConnection>,
     monitor: Arc<DbMonitor>,
     idle_before_ping: Duration,
+    max_age: Option<Duration>,
 }
 
 impl Manager for CheckedManager {
@@ -266,6 +286,9 @@ impl Manager for CheckedManager {
         metrics: &Metrics,
     ) -> RecycleResult<PoolError> {
         self.inner.recycle(conn, metrics).await?;
+        if self.max_age.is_some_and(|max_age| metrics.age() > max_age) {
+            return Err(RecycleError::message("the connection reached its age"));
+        }
         if metrics.last_used() > self.idle_before_ping || self.monitor.links_suspect() {
             conn.batch_execute("SELECT 1")
                 .await
@@ -289,7 +312,9 @@ pub fn is_unavailable(error: &diesel::result::Error) -> bool {
         || matches!(
             error,
             diesel::result::Error::DatabaseError(_, info)
-                if info.message().contains("WSREP has not yet prepared node")
+                if ["WSREP has not yet prepared node", "Server shutdown in progress", "Connection was killed"]
+                    .iter()
+                    .any(|sign| info.message().contains(sign))
         )
 }
 
@@ -391,7 +416,7 @@ pub async fn run_migrations(database_url: &str) -> AppResult<usize> {
         .map_err(|e| AppError::internal(format!("cannot connect to the database: {e}")))?;
     lease::prepare_table(&mut conn).await?;
     let lease = lease::acquire(&mut conn, Arc::clone(&hosts), "migrations", MIGRATION_WAIT).await?;
-    let applied = migrate::run_pending(&mut conn).await;
+    let applied = migrate::run_pending(&mut conn, &lease).await;
     lease.release(&mut conn).await?;
     applied
 }
@@ -427,7 +452,7 @@ const STARTUP_RETRIES: usize = 10;
 
 /// How many times a transaction that lost a deadlock or a lock wait is run
 /// again before the error reaches the caller.
-pub const DEADLOCK_RETRIES: usize = 5;
+pub const DEADLOCK_RETRIES: usize = 8;
 
 /// The pause before the `attempt`th rerun of a rolled-back transaction: a
 /// few random milliseconds, growing, so that writers that collided on one
