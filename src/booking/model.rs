@@ -253,6 +253,22 @@ pub async fn expire_lapsed_reservations(
     .await
 }
 
+/// The assignments that put a held seat back on sale, for the sweep and for
+/// holds that end early.
+type BackOnSale = (
+    diesel::dsl::Eq<seats::status, SeatStatus>,
+    diesel::dsl::Eq<seats::held_by_reservation_id, Option<DbUuid>>,
+    diesel::dsl::Eq<seats::held_until, Option<NaiveDateTime>>,
+);
+
+fn back_on_sale() -> BackOnSale {
+    (
+        seats::status.eq(SeatStatus::Available),
+        seats::held_by_reservation_id.eq(None::<DbUuid>),
+        seats::held_until.eq(None::<NaiveDateTime>),
+    )
+}
+
 /// The sweep: puts seats under lapsed holds back on sale.
 pub async fn release_lapsed_seats(
     conn: &mut AsyncMysqlConnection,
@@ -264,11 +280,7 @@ pub async fn release_lapsed_seats(
                 .filter(seats::status.eq(SeatStatus::Held))
                 .filter(seats::held_until.le(now)),
         )
-        .set((
-            seats::status.eq(SeatStatus::Available),
-            seats::held_by_reservation_id.eq(None::<DbUuid>),
-            seats::held_until.eq(None::<NaiveDateTime>),
-        )),
+        .set(back_on_sale()),
     )
     .execute(conn)
     .await
@@ -428,11 +440,7 @@ pub async fn free_seats_held_by(
             .filter(seats::status.eq(SeatStatus::Held))
             .filter(seats::held_by_reservation_id.eq_any(holds)),
     )
-    .set((
-        seats::status.eq(SeatStatus::Available),
-        seats::held_by_reservation_id.eq(None::<DbUuid>),
-        seats::held_until.eq(None::<NaiveDateTime>),
-    ))
+    .set(back_on_sale())
     .execute(conn)
     .await
 }
