@@ -1,5 +1,6 @@
 //! The waiting line: tokens, fair admission, live position.
 
+pub mod cursor;
 pub mod graphql;
 pub mod line;
 pub mod live;

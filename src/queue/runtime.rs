@@ -10,6 +10,7 @@ use chrono::NaiveDateTime;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use super::cursor::CursorWaits;
 use super::model::{QueueCounters, TokenRow};
 use super::rate::AdmissionRate;
 use super::service::{self, IssueRequest, QueueSettings, TokenState};
@@ -72,6 +73,8 @@ pub struct QueueRuntime {
     lookups: Batcher<Lookup, LookupAnswer>,
     issues: Batcher<IssueRequest, IssueAnswer>,
     snapshot: watch::Sender<QueueSnapshot>,
+    /// Followers waiting for the cursor to move far enough to tell.
+    pub cursor_waits: CursorWaits,
     admissions: Mutex<AdmissionRate>,
     /// Wakes the admission loop early, e.g. when a payment frees a slot.
     pub admission_wakeup: Notify,
@@ -137,6 +140,7 @@ impl QueueRuntime {
             lookups,
             issues,
             snapshot,
+            cursor_waits: CursorWaits::default(),
             admissions: Mutex::new(AdmissionRate::default()),
             admission_wakeup: Notify::new(),
             admission_turns: AtomicU64::new(0),
@@ -222,23 +226,30 @@ impl QueueRuntime {
     }
 
     pub fn to_view(&self, row: TokenRow, cursor: u64, now: NaiveDateTime) -> TokenView {
+        let token = self.sealer.seal(&claims_of(&row));
+        self.view_with_token(row, cursor, now, token)
+    }
+
+    /// `to_view` with the row's token already sealed: a follower seals its
+    /// token once, not at every move of the line.
+    pub fn view_with_token(
+        &self,
+        row: TokenRow,
+        cursor: u64,
+        now: NaiveDateTime,
+        token: String,
+    ) -> TokenView {
         let state = TokenState::of(&row, cursor, now);
         let estimated_wait_seconds = match state {
             TokenState::Waiting { position } => Some(self.estimate_wait_seconds(position)),
             _ => None,
         };
-        let token = self.sealer.seal(&claims_of(&row));
         TokenView {
             token,
             row,
             state,
             estimated_wait_seconds,
         }
-    }
-
-    /// Follows the admission cursor as the admission loop reads it.
-    pub fn snapshots(&self) -> watch::Receiver<QueueSnapshot> {
-        self.snapshot.subscribe()
     }
 
     /// Counts a subscriber for as long as the returned guard lives.
@@ -256,24 +267,27 @@ impl QueueRuntime {
     }
 
     /// Records counters read from the database: they feed the admission rate
-    /// and, when the cursor moved, every subscriber of this process.
+    /// and, when the cursor moved, every subscriber of this process. A longer
+    /// line alone is kept without waking anyone: no follower's place changes
+    /// when people join behind it, and during the arrivals of a rush that
+    /// would wake every follower at every batch of `issueToken`.
     pub fn publish(&self, counters: QueueCounters) {
         self.observe(counters.admitted_through_seq);
         self.snapshot.send_if_modified(|current| {
-            let newer = counters.admitted_through_seq > current.counters.admitted_through_seq
-                || counters.last_issued_seq > current.counters.last_issued_seq;
-            if newer {
-                current.counters = QueueCounters {
-                    last_issued_seq: counters
-                        .last_issued_seq
-                        .max(current.counters.last_issued_seq),
-                    admitted_through_seq: counters
-                        .admitted_through_seq
-                        .max(current.counters.admitted_through_seq),
-                };
-            }
-            newer
+            let cursor_moved =
+                counters.admitted_through_seq > current.counters.admitted_through_seq;
+            current.counters = QueueCounters {
+                last_issued_seq: counters
+                    .last_issued_seq
+                    .max(current.counters.last_issued_seq),
+                admitted_through_seq: counters
+                    .admitted_through_seq
+                    .max(current.counters.admitted_through_seq),
+            };
+            cursor_moved
         });
+        let cursor = self.snapshot.borrow().counters.admitted_through_seq;
+        self.cursor_waits.advance(cursor);
     }
 
     fn observe(&self, cursor: u64) {
