@@ -256,3 +256,51 @@ async fn one_connection_follows_a_bounded_number_of_places() {
         "LIMIT_EXCEEDED"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_later_state_of_the_light_path_matches_the_general_one() {
+    // After its first state, a plain selection's states are built without
+    // running the query; each must still be the executor's, to ACTIVE.
+    let (server, tokens) = line_of_four().await;
+    let fields = "status place: position expiresAt issuedAt userId __typename";
+    let light = format!("subscription($t: String!) {{ s: queueStatus(token: $t) {{ {fields} }} }}");
+    let general = format!(
+        "subscription($t: String!) {{ s: queueStatus(token: $t) {{ ...f }} }} fragment f on QueueToken {{ {fields} }}"
+    );
+    // Both on one connection, sent back to back, so both start at one place.
+    let mut client = WsClient::connect(server.addr, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("light", &light, json!({"t": tokens[3]}))
+        .await;
+    client
+        .subscribe("general", &general, json!({"t": tokens[3]}))
+        .await;
+    let mut states = std::collections::HashMap::<String, Vec<serde_json::Value>>::new();
+    let mut completed = 0;
+    while completed < 2 {
+        let message = client.next().await.unwrap();
+        let id = message["id"].as_str().unwrap_or_default().to_owned();
+        match message["type"].as_str() {
+            Some("next") => states
+                .entry(id)
+                .or_default()
+                .push(message["payload"].clone()),
+            Some("complete") => completed += 1,
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    let (light_states, general_states) = (&states["light"], &states["general"]);
+    assert_eq!(light_states, general_states);
+    let places: Vec<_> = light_states
+        .iter()
+        .map(|state| state["data"]["s"]["place"].clone())
+        .collect();
+    assert_eq!(places, vec![json!(3), json!(2), json!(1), json!(null)]);
+    assert_eq!(
+        light_states
+            .last()
+            .map(|state| state["data"]["s"]["status"].clone()),
+        Some(json!("ACTIVE"))
+    );
+}

@@ -213,14 +213,31 @@ impl Connection {
 
     fn frame(&self, id: String, event: Live) -> Message {
         match event {
-            Live::Next(response) => text(json!({
-                "type": next_type(self.protocol),
-                "id": id,
-                "payload": response,
-            })),
+            // Serialized straight from the response: a turn of the line
+            // frames one of these for every subscriber.
+            Live::Next(response) => {
+                let frame = NextFrame {
+                    kind: next_type(self.protocol),
+                    id: &id,
+                    payload: &response,
+                };
+                match serde_json::to_string(&frame) {
+                    Ok(frame) => Message::Text(frame.into()),
+                    Err(_) => text(json!({"type": "complete", "id": id})),
+                }
+            }
             Live::Complete => text(json!({"type": "complete", "id": id})),
         }
     }
+}
+
+/// A `next` (or `data`) message, in the order the protocol shows it.
+#[derive(serde::Serialize)]
+struct NextFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    payload: &'a async_graphql::Response,
 }
 
 /// What a websocket needs from the server around it.

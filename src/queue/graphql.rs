@@ -1,6 +1,6 @@
 //! `issueToken`, the `queueStatus` query and the `QueueToken` type.
 
-use async_graphql::{Context, Object, Result, SimpleObject};
+use async_graphql::{Context, Name, Object, Result, ScalarType, SimpleObject, Value};
 use uuid::Uuid;
 
 use super::line::{self, LineChange};
@@ -42,6 +42,56 @@ impl From<TokenView> for QueueToken {
             estimated_wait_seconds: view.estimated_wait_seconds,
             issued_at: view.row.issued_at.into(),
             expires_at: expires_at.map(Into::into),
+        }
+    }
+}
+
+/// A scalar field of `QueueToken`, named as the schema names it: what the
+/// websocket fast path (`queue::live`) renders without running the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueTokenField {
+    Typename,
+    Token,
+    UserId,
+    Status,
+    Position,
+    EstimatedWaitSeconds,
+    IssuedAt,
+    ExpiresAt,
+}
+
+impl QueueTokenField {
+    pub fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "__typename" => Self::Typename,
+            "token" => Self::Token,
+            "userId" => Self::UserId,
+            "status" => Self::Status,
+            "position" => Self::Position,
+            "estimatedWaitSeconds" => Self::EstimatedWaitSeconds,
+            "issuedAt" => Self::IssuedAt,
+            "expiresAt" => Self::ExpiresAt,
+            _ => return None,
+        })
+    }
+}
+
+impl QueueToken {
+    /// The value the executor would answer for `field`.
+    pub fn value_of(&self, field: QueueTokenField) -> Value {
+        let count = |number: Option<u64>| number.map_or(Value::Null, Value::from);
+        match field {
+            QueueTokenField::Typename => Value::String("QueueToken".to_owned()),
+            QueueTokenField::Token => Value::String(self.token.clone()),
+            QueueTokenField::UserId => self.user_id.to_value(),
+            QueueTokenField::Status => Value::Enum(Name::new(self.status.as_str())),
+            QueueTokenField::Position => count(self.position),
+            QueueTokenField::EstimatedWaitSeconds => count(self.estimated_wait_seconds),
+            QueueTokenField::IssuedAt => self.issued_at.to_value(),
+            QueueTokenField::ExpiresAt => self
+                .expires_at
+                .as_ref()
+                .map_or(Value::Null, ScalarType::to_value),
         }
     }
 }
