@@ -141,14 +141,14 @@ impl Follower {
         let queue = &self.queue;
         let seq = self.claims.seq;
         let spacing = queue.settings.admit_interval;
-        let mut admitted = queue.cursor_waits.wait_for(seq);
+        // Admission moves the cursor past this threshold too: one wait
+        // covers both while the follower waits.
         let mut noticeable = queue
             .cursor_waits
             .wait_for(seq.saturating_sub(told) + noticeable_step(told));
         let mut quiet_until = self.told_at + QUIET_LIMIT.max(spacing);
         loop {
             tokio::select! {
-                () = admitted.reached() => return self.cursor(),
                 () = noticeable.reached() => break,
                 () = tokio::time::sleep_until(quiet_until) => {
                     if seq - self.cursor().min(seq) < told {
@@ -158,6 +158,12 @@ impl Follower {
                 }
             }
         }
+        drop(noticeable);
+        if self.cursor() >= seq {
+            return self.cursor();
+        }
+        // A move to tell once the spacing is over, unless admission comes first.
+        let mut admitted = queue.cursor_waits.wait_for(seq);
         tokio::select! {
             () = admitted.reached() => {}
             () = tokio::time::sleep_until(self.told_at + spacing) => {}
