@@ -22,8 +22,6 @@ use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const CLIENTS: usize = 64;
 const ISSUES: usize = 30_000;
@@ -306,16 +304,7 @@ async fn subscribe(
     >,
     Box<dyn std::any::Any + Send>,
 )> {
-    let mut request = format!("ws://127.0.0.1:{port}/graphql/ws").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    let (mut sink, mut stream) = socket.split();
+    let (mut sink, mut stream) = open_websocket(port).await?.split();
     sink.send(Message::text(
         json!({"type": "connection_init", "payload": {}}).to_string(),
     ))

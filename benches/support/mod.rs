@@ -632,3 +632,50 @@ pub async fn bare_hold(
     conn.query_drop("COMMIT").await?;
     Ok(reservation)
 }
+
+/// `ticket-reservation check` on the bench's database: its summary line
+/// when every rule holds, an error with its report when one does not.
+/// `settings` are the server's, whose limits the check holds the rows to.
+pub fn run_check(database_url: &str, settings: &[(&str, &str)]) -> BenchResult<String> {
+    let mut command = Command::new(server_binary());
+    command.envs(settings.iter().copied());
+    let output = command
+        .arg("check")
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()?;
+    let report = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if output.status.success() {
+        Ok(if report.is_empty() {
+            "clean".to_owned()
+        } else {
+            report
+        })
+    } else {
+        Err(format!(
+            "check found violations: {report} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into())
+    }
+}
+
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws connection to the server's websocket, with the
+/// small buffers a load generator holding thousands of them needs.
+pub async fn open_websocket(port: u16) -> BenchResult<WebSocket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/graphql/ws").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    Ok(socket)
+}
