@@ -473,26 +473,17 @@ async fn bare_holds(
     users: &Arc<Vec<uuid::Uuid>>,
     held: &Arc<Vec<Mutex<Vec<uuid::Uuid>>>>,
 ) -> BenchResult<Phase> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut conn = db.pool.get_conn().await?;
-        let (seats, users, next, held) = (
-            Arc::clone(seats),
-            Arc::clone(users),
-            Arc::clone(&next),
-            Arc::clone(held),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= HOLDS_PER_ROUND {
-                    return latencies;
-                }
+    let connections = connections(&db.pool, CLIENTS).await?;
+    let (seats, users, held) = (Arc::clone(seats), Arc::clone(users), Arc::clone(held));
+    let name = format!(
+        "  bare SQL: BEGIN, INSERT, UPDATE, COMMIT, round {}",
+        round + 1
+    );
+    Ok(
+        run_on_connections(&name, connections, HOLDS_PER_ROUND, move |mut conn, i| {
+            let (seats, users, held) = (Arc::clone(&seats), Arc::clone(&users), Arc::clone(&held));
+            async move {
                 let n = round * HOLDS_PER_ROUND + i;
-                let began = Instant::now();
                 match bare_hold(&mut conn, users[n / HOLDS_EACH], seats[n]).await {
                     Ok(reservation) => {
                         if let Ok(mut ids) = held[n / HOLDS_EACH].lock() {
@@ -501,22 +492,11 @@ async fn bare_holds(
                     }
                     Err(error) => eprintln!("bare hold {n}: {error}"),
                 }
-                latencies.push(began.elapsed());
+                conn
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await?);
-    }
-    Ok(Phase {
-        name: format!(
-            "  bare SQL: BEGIN, INSERT, UPDATE, COMMIT, round {}",
-            round + 1
-        ),
-        latencies,
-        elapsed: started.elapsed(),
-    })
+        })
+        .await,
+    )
 }
 
 /// Statements in the bare SQL of a payment, BEGIN and COMMIT included.
@@ -531,41 +511,26 @@ async fn bare_payments(
     users: &Arc<Vec<uuid::Uuid>>,
     held: &Arc<Vec<Mutex<Vec<uuid::Uuid>>>>,
 ) -> BenchResult<Phase> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut conn = db.pool.get_conn().await?;
-        let (users, next, held) = (Arc::clone(users), Arc::clone(&next), Arc::clone(held));
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let holder = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if holder >= HOLDERS {
-                    return latencies;
-                }
+    let connections = connections(&db.pool, CLIENTS).await?;
+    let (users, held) = (Arc::clone(users), Arc::clone(held));
+    let name = "bare SQL: pay four holds (8 statements), 64 connections";
+    Ok(
+        run_on_connections(name, connections, HOLDERS, move |mut conn, holder| {
+            let (users, held) = (Arc::clone(&users), Arc::clone(&held));
+            async move {
                 let ids = held[holder]
                     .lock()
                     .map(|ids| ids.clone())
                     .unwrap_or_default();
-                let began = Instant::now();
                 if let Err(error) = bare_pay(&mut conn, users[holder], &ids).await {
                     eprintln!("bare payment {holder}: {error}");
                     let _ = conn.query_drop("ROLLBACK").await;
                 }
-                latencies.push(began.elapsed());
+                conn
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await?);
-    }
-    Ok(Phase {
-        name: "bare SQL: pay four holds (8 statements), 64 connections".to_owned(),
-        latencies,
-        elapsed: started.elapsed(),
-    })
+        })
+        .await,
+    )
 }
 
 async fn bare_pay(

@@ -21,7 +21,6 @@ mod support;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
 use serde_json::json;
@@ -74,40 +73,22 @@ async fn bare_holds(
     seats: &Arc<Vec<u64>>,
     users: &Arc<Vec<uuid::Uuid>>,
 ) -> BenchResult<Phase> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut connections = Vec::new();
-    for _ in 0..clients {
-        connections.push(pool.get_conn().await?);
-    }
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for mut conn in connections {
-        let (seats, users, next) = (Arc::clone(seats), Arc::clone(users), Arc::clone(&next));
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= HOLDS_PER_RUN {
-                    return latencies;
-                }
+    let connections = connections(pool, clients).await?;
+    let (seats, users) = (Arc::clone(seats), Arc::clone(users));
+    let name = format!("bare SQL, {clients} clients");
+    Ok(
+        run_on_connections(&name, connections, HOLDS_PER_RUN, move |mut conn, i| {
+            let (seats, users) = (Arc::clone(&seats), Arc::clone(&users));
+            async move {
                 let n = run * HOLDS_PER_RUN + i;
-                let began = Instant::now();
                 if let Err(error) = bare_hold(&mut conn, users[n / HOLDS_EACH], seats[n]).await {
                     eprintln!("bare hold {n}: {error}");
                 }
-                latencies.push(began.elapsed());
+                conn
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await?);
-    }
-    Ok(Phase {
-        name: format!("bare SQL, {clients} clients"),
-        latencies,
-        elapsed: started.elapsed(),
-    })
+        })
+        .await,
+    )
 }
 
 #[tokio::main]

@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,44 +122,23 @@ async fn issue_tokens() -> BenchResult<()> {
 async fn bare_inserts(db: &BenchDb) -> BenchResult<Phase> {
     db.execute("CREATE TABLE bare_tokens LIKE queue_tokens")
         .await?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut conn = db.pool.get_conn().await?;
-        let next = Arc::clone(&next);
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ISSUES {
-                    return latencies;
-                }
-                let began = Instant::now();
-                let user = uuid::Uuid::from_u128(0xB0_0000_0000_0000_0000_0000_0000_0000 + i as u128);
-                let nonce: [u8; 16] = rand::random();
-                let inserted = conn
-                    .exec_drop(
-                        "INSERT INTO bare_tokens (seq, user_id, nonce, status, issued_at) VALUES (?, ?, ?, 'WAITING', UTC_TIMESTAMP(6))",
-                        (i as u64 + 1, user.as_bytes().to_vec(), nonce.to_vec()),
-                    )
-                    .await;
-                if let Err(error) = inserted {
-                    eprintln!("bare insert {i}: {error}");
-                }
-                latencies.push(began.elapsed());
-            }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await?);
-    }
-    Ok(Phase {
-        name: "MariaDB alone: single-row INSERT".to_owned(),
-        latencies,
-        elapsed: started.elapsed(),
+    let connections = connections(&db.pool, CLIENTS).await?;
+    let name = "MariaDB alone: single-row INSERT";
+    Ok(run_on_connections(name, connections, ISSUES, |mut conn, i| async move {
+        let user = uuid::Uuid::from_u128(0xB0_0000_0000_0000_0000_0000_0000_0000 + i as u128);
+        let nonce: [u8; 16] = rand::random();
+        let inserted = conn
+            .exec_drop(
+                "INSERT INTO bare_tokens (seq, user_id, nonce, status, issued_at) VALUES (?, ?, ?, 'WAITING', UTC_TIMESTAMP(6))",
+                (i as u64 + 1, user.as_bytes().to_vec(), nonce.to_vec()),
+            )
+            .await;
+        if let Err(error) = inserted {
+            eprintln!("bare insert {i}: {error}");
+        }
+        conn
     })
+    .await)
 }
 
 /// Polls with a thousand in line, then with a million, then follows ten

@@ -415,6 +415,56 @@ where
     gather(name, started, workers).await
 }
 
+/// Runs `work(connection, i)` for i in 0..total straight against MariaDB,
+/// one worker per connection (each keeping its connection and prepared
+/// statements), and times each call: the bare SQL the benches compare with.
+/// `work` hands the connection back when it is done.
+pub async fn run_on_connections<F, Fut>(
+    name: &str,
+    connections: Vec<mysql_async::Conn>,
+    total: usize,
+    work: F,
+) -> Phase
+where
+    F: Fn(mysql_async::Conn, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = mysql_async::Conn> + Send,
+{
+    let work = std::sync::Arc::new(work);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = connections
+        .into_iter()
+        .map(|mut conn| {
+            let (work, next) = (std::sync::Arc::clone(&work), std::sync::Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return latencies;
+                    }
+                    let began = Instant::now();
+                    conn = work(conn, i).await;
+                    latencies.push(began.elapsed());
+                }
+            })
+        })
+        .collect();
+    gather(name, started, workers).await
+}
+
+/// `count` connections of `pool`, opened before a phase starts.
+pub async fn connections(
+    pool: &mysql_async::Pool,
+    count: usize,
+) -> BenchResult<Vec<mysql_async::Conn>> {
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        connections.push(pool.get_conn().await?);
+    }
+    Ok(connections)
+}
+
 /// Runs `work(i)` from `clients` workers for `duration`; i counts calls.
 pub async fn run_for<F, Fut>(name: &str, clients: usize, duration: Duration, work: F) -> Phase
 where

@@ -75,8 +75,9 @@ impl CursorWaits {
         }
     }
 
-    /// Waits not yet reached, for tests and metrics.
-    pub fn pending(&self) -> usize {
+    /// Waits not yet reached.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.state
             .lock()
             .map(|state| state.waiting.len())
