@@ -24,7 +24,7 @@ pub mod wallet;
 use std::sync::Arc;
 
 use accounts::Accounts;
-use booking::service::BookingSettings;
+use booking::service::{BookingSettings, Holds};
 use catalogue::directory::SeatDirectory;
 use config::Config;
 use db::{DbMonitor, DbPool, PoolOptions};
@@ -56,6 +56,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub queue: Arc<QueueRuntime>,
     pub booking: BookingSettings,
+    /// Holds, taken in shared transactions.
+    pub holds: Arc<Holds>,
     /// The immutable facts of seats that holds need, kept in memory.
     pub seats: Arc<SeatDirectory>,
     /// Tells long-lived work (jobs, websockets) to stop, and waits for it.
@@ -110,6 +112,7 @@ impl AppState {
             max_holds_per_user: config.max_holds_per_user,
             max_tickets_per_user: config.max_tickets_per_user,
         };
+        let holds = Arc::new(Holds::start(pool.clone(), booking));
         let limits = Arc::new(RateLimits::from_config(&config));
         Ok(Self {
             limits,
@@ -121,6 +124,7 @@ impl AppState {
             accounts,
             queue,
             booking,
+            holds,
             seats: Arc::new(SeatDirectory::default()),
             lifecycle: Lifecycle::default(),
         })

@@ -130,15 +130,10 @@ impl BookingMutation {
         let token = bearer_claims(ctx)?;
         let date_id = crate::catalogue::service::parse_id(&concert_date_id, "concertDateId")?;
         let app = ctx.app();
-        let reservation = service::hold_seat(
-            &app.pool,
-            &app.seats,
-            app.booking,
-            &token,
-            date_id,
-            seat_number,
-        )
-        .await?;
+        let reservation = app
+            .holds
+            .hold_seat(&app.pool, &app.seats, &token, date_id, seat_number)
+            .await?;
         Ok(Reservation(reservation))
     }
 

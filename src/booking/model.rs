@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::catalogue::model::{SeatStatus, holdable_at};
+use crate::catalogue::model::SeatStatus;
 use crate::db::schema::{payments, reservations, seats};
 use crate::db::{DbUuid, Prepared, padded};
 use crate::graphql::paging::Page;
@@ -71,88 +71,159 @@ pub struct PaymentRow {
     pub paid_at: NaiveDateTime,
 }
 
-/// The reservation holding a seat now, if its hold is live.
-pub async fn live_hold_on(
-    conn: &mut AsyncMysqlConnection,
-    seat_id: u64,
-    now: NaiveDateTime,
-) -> QueryResult<Option<ReservationRow>> {
-    seats::table
-        .inner_join(
-            reservations::table.on(reservations::id
-                .nullable()
-                .eq(seats::held_by_reservation_id)),
-        )
-        .filter(seats::id.eq(seat_id))
-        .filter(seats::status.eq(SeatStatus::Held))
-        .filter(seats::held_until.gt(now))
-        .select(ReservationRow::as_select())
-        .first(conn)
-        .await
-        .optional()
+/// What a batch of holds needs to know of a seat, read under its row lock.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = seats, check_for_backend(diesel::mysql::Mysql))]
+pub struct SeatLock {
+    pub id: u64,
+    pub status: SeatStatus,
+    pub held_by_reservation_id: Option<DbUuid>,
+    pub held_until: Option<NaiveDateTime>,
 }
 
-/// Seats of one date the user holds (live) or owns: what
-/// `MAX_TICKETS_PER_USER` bounds.
-pub async fn tickets_of_date(
+impl SeatLock {
+    /// The reservation whose hold on the seat is live now, if any.
+    pub fn live_hold(&self, now: NaiveDateTime) -> Option<DbUuid> {
+        let live = self.status == SeatStatus::Held && self.held_until.is_some_and(|end| end > now);
+        self.held_by_reservation_id.filter(|_| live)
+    }
+
+    /// What `holdable_at` says in SQL: on sale, or held past its lapse.
+    pub fn is_holdable_at(&self, now: NaiveDateTime) -> bool {
+        match self.status {
+            SeatStatus::Available => true,
+            SeatStatus::Held => self.held_until.is_none_or(|end| end <= now),
+            SeatStatus::Sold | SeatStatus::Cancelled => false,
+        }
+    }
+}
+
+/// Locks these seats' rows, in primary-key order (a batch of holds).
+pub async fn lock_seats(
     conn: &mut AsyncMysqlConnection,
-    user_id: Uuid,
-    concert_date_id: u64,
+    ids: &[u64],
+) -> QueryResult<Vec<SeatLock>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Prepared(
+        seats::table
+            .filter(seats::id.eq_any(padded(ids)))
+            .select(SeatLock::as_select())
+            .for_update(),
+    )
+    .load(conn)
+    .await
+}
+
+/// Holds each seat for its reservation until `lapse`: one write for the
+/// whole batch, still conditional on each seat being holdable, so the
+/// caller can tell from the count that every seat it decided on was taken.
+/// (Diesel's DSL has no CASE with a run-time number of arms, hence SQL.)
+pub async fn hold_seats(
+    conn: &mut AsyncMysqlConnection,
+    holds: &[(u64, DbUuid)],
+    lapse: NaiveDateTime,
     now: NaiveDateTime,
-) -> QueryResult<i64> {
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Binary, Datetime, Unsigned, Varchar};
+    let holds = padded(holds);
+    let Some(arms) = holds.len().checked_sub(1) else {
+        return Ok(0);
+    };
+    let sql = format!(
+        "UPDATE seats SET status = ?, held_until = ?, held_by_reservation_id = CASE id{} END \
+         WHERE id IN (?{}) AND (status = ? OR (status = ? AND held_until <= ?))",
+        " WHEN ? THEN ?".repeat(holds.len()),
+        ", ?".repeat(arms),
+    );
+    let mut query = diesel::sql_query(sql)
+        .into_boxed()
+        .bind::<Varchar, _>(SeatStatus::Held)
+        .bind::<Datetime, _>(lapse);
+    for (seat_id, reservation_id) in &holds {
+        query = query
+            .bind::<Unsigned<diesel::sql_types::BigInt>, _>(*seat_id)
+            .bind::<Binary, _>(*reservation_id);
+    }
+    for (seat_id, _) in &holds {
+        query = query.bind::<Unsigned<diesel::sql_types::BigInt>, _>(*seat_id);
+    }
+    Prepared(
+        query
+            .bind::<Varchar, _>(SeatStatus::Available)
+            .bind::<Varchar, _>(SeatStatus::Held)
+            .bind::<Datetime, _>(now),
+    )
+    .execute(conn)
+    .await
+}
+
+/// Records a batch's new holds in one statement.
+pub async fn insert_reservations(
+    conn: &mut AsyncMysqlConnection,
+    rows: &[ReservationRow],
+) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    diesel::insert_into(reservations::table)
+        .values(rows)
+        .execute(conn)
+        .await
+}
+
+// The ticket count of a batch of holds groups by user and date.
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    reservations::user_id,
+    seats::concert_date_id
+);
+
+/// Seats each of these users holds (live) or owns on each of these dates:
+/// what `MAX_TICKETS_PER_USER` bounds, for a whole batch at once.
+pub async fn tickets_of_users_on_dates(
+    conn: &mut AsyncMysqlConnection,
+    user_ids: &[DbUuid],
+    date_ids: &[u64],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(DbUuid, u64, i64)>> {
+    if user_ids.is_empty() || date_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let live_or_paid = reservations::status
         .eq(ReservationStatus::Paid)
         .or(reservations::status
             .eq(ReservationStatus::Held)
             .and(reservations::held_until.gt(now)));
-    reservations::table
-        .inner_join(seats::table.on(seats::id.eq(reservations::seat_id)))
-        .filter(reservations::user_id.eq(DbUuid(user_id)))
-        .filter(seats::concert_date_id.eq(concert_date_id))
-        .filter(live_or_paid)
-        .count()
-        .get_result(conn)
-        .await
-}
-
-pub async fn insert_reservation(
-    conn: &mut AsyncMysqlConnection,
-    reservation: &ReservationRow,
-) -> QueryResult<()> {
-    Prepared(diesel::insert_into(reservations::table).values(reservation))
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
-/// The one conditional write that decides a race for a seat: it succeeds
-/// only while the seat is AVAILABLE or its hold has lapsed. Concurrent
-/// callers queue on the row lock for the winner's commit, then match nothing.
-pub async fn take_seat(
-    conn: &mut AsyncMysqlConnection,
-    seat_id: u64,
-    reservation: DbUuid,
-    held_until: NaiveDateTime,
-    now: NaiveDateTime,
-) -> QueryResult<bool> {
-    let taken = Prepared(
-        diesel::update(seats::table.find(seat_id).filter(holdable_at(now))).set((
-            seats::status.eq(SeatStatus::Held),
-            seats::held_by_reservation_id.eq(Some(reservation)),
-            seats::held_until.eq(Some(held_until)),
-        )),
+    Prepared(
+        reservations::table
+            .inner_join(seats::table.on(seats::id.eq(reservations::seat_id)))
+            .filter(reservations::user_id.eq_any(padded(user_ids)))
+            .filter(seats::concert_date_id.eq_any(padded(date_ids)))
+            .filter(live_or_paid)
+            .group_by((reservations::user_id, seats::concert_date_id))
+            .select((
+                reservations::user_id,
+                seats::concert_date_id,
+                diesel::dsl::count_star(),
+            )),
     )
-    .execute(conn)
-    .await?;
-    Ok(taken == 1)
+    .load(conn)
+    .await
 }
 
-/// What a seat's row says it is (for explaining a refused hold).
-pub async fn seat_status(conn: &mut AsyncMysqlConnection, seat_id: u64) -> QueryResult<SeatStatus> {
-    seats::table
-        .find(seat_id)
-        .select(seats::status)
-        .first(conn)
+/// These reservations, in no particular order.
+pub async fn reservations_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[DbUuid],
+) -> QueryResult<Vec<ReservationRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    reservations::table
+        .filter(reservations::id.eq_any(ids))
+        .select(ReservationRow::as_select())
+        .load(conn)
         .await
 }
 

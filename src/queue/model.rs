@@ -8,7 +8,7 @@ use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use super::token::TokenClaims;
 use crate::db::schema::{queue_state, queue_tokens};
-use crate::db::{DbUuid, Prepared};
+use crate::db::{DbUuid, Prepared, padded};
 use crate::text_enum;
 
 /// The stored status of a token. An ACTIVE row whose `expires_at` has passed
@@ -359,27 +359,49 @@ pub async fn end_active_token(
     Ok(ended == 1)
 }
 
-/// Takes one of the bearer's hold slots: the token must be ACTIVE and hold
-/// fewer than `limit`; it then counts one more live hold and ends no later
-/// than `lapse`, the new hold's. Locks the row, so one user's holds take
-/// turns. False when the token is not ACTIVE, not this token, or full.
-pub async fn take_hold_slot(
+/// Locks these tokens' rows, in primary-key order (a batch of holds).
+pub async fn lock_tokens(
     conn: &mut AsyncMysqlConnection,
-    claims: &TokenClaims,
-    now: NaiveDateTime,
+    seqs: &[u64],
+) -> QueryResult<Vec<TokenRow>> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Prepared(
+        queue_tokens::table
+            .filter(queue_tokens::seq.eq_any(padded(seqs)))
+            .select(TokenRow::as_select())
+            .for_update(),
+    )
+    .load(conn)
+    .await
+}
+
+/// Takes `slots` more hold slots on each of these ACTIVE tokens (locked by
+/// the caller and checked against the limit) and ends them no later than
+/// `lapse`. Returns the rows written.
+pub async fn take_hold_slots(
+    conn: &mut AsyncMysqlConnection,
+    seqs: &[u64],
+    slots: u32,
     lapse: NaiveDateTime,
-    limit: u32,
-) -> QueryResult<bool> {
-    let taken = Prepared(
-        diesel::update(active_bearer_token(claims, now).filter(queue_tokens::live_holds.lt(limit)))
-            .set((
-                queue_tokens::live_holds.eq(queue_tokens::live_holds + 1),
-                queue_tokens::expires_at.eq(least(queue_tokens::expires_at, lapse)),
-            )),
+) -> QueryResult<usize> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    Prepared(
+        diesel::update(
+            queue_tokens::table
+                .filter(queue_tokens::seq.eq_any(padded(seqs)))
+                .filter(queue_tokens::status.eq(TokenStatus::Active)),
+        )
+        .set((
+            queue_tokens::live_holds.eq(queue_tokens::live_holds + slots),
+            queue_tokens::expires_at.eq(least(queue_tokens::expires_at, lapse)),
+        )),
     )
     .execute(conn)
-    .await?;
-    Ok(taken == 1)
+    .await
 }
 
 diesel::define_sql_function! {

@@ -1,13 +1,15 @@
 //! The booking rules: who may hold which seat, and how holds become a sale.
 
 mod hold;
+mod hold_batch;
 mod pay;
 mod release;
 
 use chrono::NaiveDateTime;
 use futures_util::FutureExt;
 
-pub use hold::hold_seat;
+pub use hold::{Holds, hold_together};
+pub use hold_batch::HoldRequest;
 pub use pay::{is_retry, parse_reservation_ids, pay};
 pub use release::{cancel_date, release_hold};
 
