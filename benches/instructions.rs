@@ -8,12 +8,14 @@
 //! counts them (`/metrics`).
 //!
 //! Phases (8 clients): `issueToken` for new users, `queueStatus` polls of
-//! ACTIVE tokens, `holdSeat` on distinct seats, `pay` for one hold each.
+//! ACTIVE tokens, `holdSeat` on distinct seats, the same from 64 clients
+//! (where holds share their commits), `pay` for one hold each.
 //! Each phase's instructions include the background loops' turns during it
 //! (an admission turn every ≤ 500 ms); the `idle` line shows what those
 //! cost per second, measured over a phase with no requests.
 //!
-//! `INSTRUCTIONS_OPS` sets the operations per phase (default 200).
+//! `INSTRUCTIONS_OPS` sets the operations per phase (default 200);
+//! `INSTRUCTIONS_KEEP_DUMPS=1` keeps the dumps for `callgrind_annotate`.
 
 #![allow(
     clippy::print_stdout,
@@ -32,6 +34,8 @@ use serde_json::json;
 use support::*;
 
 const CLIENTS: usize = 8;
+/// Clients of the second hold phase, where holds share their commits.
+const CROWD: usize = 64;
 
 /// Runs `callgrind_control` with `flag` against the server and waits until
 /// it has answered.
@@ -102,13 +106,28 @@ impl Meter {
         F: Fn(usize) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        self.measure_from(name, CLIENTS, ops, work).await
+    }
+
+    /// As `measure`, from `clients` concurrent clients.
+    async fn measure_from<F, Fut>(
+        &self,
+        name: &'static str,
+        clients: usize,
+        ops: usize,
+        work: F,
+    ) -> BenchResult<Cost>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let statements = self
             .server
             .metric(&self.http, "sql_statements_total")
             .await?;
         control("--zero", self.server.pid())?;
         let began = Instant::now();
-        run_phase(name, CLIENTS, ops, work).await;
+        run_phase(name, clients, ops, work).await;
         let seconds = began.elapsed().as_secs_f64();
         control("--dump", self.server.pid())?;
         let instructions = newest_dump_total(&self.dumps)?;
@@ -134,10 +153,13 @@ async fn main() -> BenchResult<()> {
         .and_then(|value| value.parse().ok())
         .unwrap_or(200);
     let db = BenchDb::create().await?;
-    let dates = Arc::new(insert_concert(&db, ops.div_ceil(50) as u64).await?);
+    // Seats for the holds from 8 clients, then as many for those from 64.
+    let dates = Arc::new(insert_concert(&db, (2 * ops).div_ceil(50) as u64).await?);
     let newcomers = Arc::new(insert_users(&db, 0, ops as u64, "0").await?);
     let holders = insert_users(&db, ops as u64, ops as u64, "1000000.00").await?;
     let tokens = Arc::new(insert_tokens(&db, &holders, 1, true).await?);
+    let crowd = insert_users(&db, 2 * ops as u64, ops as u64, "0").await?;
+    let crowd_tokens = Arc::new(insert_tokens(&db, &crowd, ops as u64 + 1, true).await?);
 
     let dumps = std::env::temp_dir().join(format!("callgrind-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dumps)?;
@@ -251,6 +273,27 @@ async fn main() -> BenchResult<()> {
             })
             .await?,
     );
+    // The same holds from a crowd: shared commits grow with the load.
+    let (http, url, t, d) = (
+        meter.http.clone(),
+        Arc::clone(&endpoint),
+        Arc::clone(&crowd_tokens),
+        Arc::clone(&dates),
+    );
+    costs.push(
+        meter
+            .measure_from("holdSeat (distinct seats, 64 clients)", CROWD, ops, move |i| {
+                let (http, url, t, d) = (http.clone(), Arc::clone(&url), Arc::clone(&t), Arc::clone(&d));
+                async move {
+                    let q = "mutation($d: ID!, $s: Int!) { holdSeat(concertDateId: $d, seatNumber: $s) { id } }";
+                    let seat = ops + i;
+                    let vars = json!({"d": d[seat / 50].to_string(), "s": (seat % 50) as i32 + 1});
+                    let answer = gql(&http, &url, q, vars, Some(&t[i])).await.unwrap();
+                    assert!(answer["data"]["holdSeat"]["id"].is_string(), "{answer}");
+                }
+            })
+            .await?,
+    );
     let (http, url, t, h) = (
         meter.http.clone(),
         Arc::clone(&endpoint),
@@ -289,7 +332,12 @@ async fn main() -> BenchResult<()> {
         println!("{}", cost.report());
     }
     drop(meter);
-    let _ = std::fs::remove_dir_all(&dumps);
+    if std::env::var_os("INSTRUCTIONS_KEEP_DUMPS").is_some() {
+        // One dump per phase, in order, for `callgrind_annotate`.
+        println!("callgrind dumps kept in {}", dumps.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dumps);
+    }
     db.drop_database().await?;
     Ok(())
 }

@@ -1,8 +1,7 @@
 //! Coalesces concurrent requests into one database round trip.
 //!
 //! Requests wait in a channel; one task drains whatever has arrived, runs a
-//! single batch for all of it (on one of a few lanes, for batchers that
-//! allow more than one batch at once) and answers each caller. A request that arrives
+//! single batch for all of it and answers each caller. A request that arrives
 //! while a batch is running goes into the next batch, whose work starts after
 //! it arrived, so answers are never staler than the request. Under load the
 //! cost per request falls with the batch size; with no load a request runs
@@ -10,11 +9,10 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use futures_util::FutureExt;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{AppError, AppResult};
 
@@ -38,39 +36,24 @@ where
     /// in arrival order and returns one answer per request, in that order.
     pub fn spawn<F, Fut>(max_batch: usize, run: F) -> Self
     where
-        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Resp>> + Send + 'static,
-    {
-        Self::spawn_lanes(max_batch, 1, run)
-    }
-
-    /// As `spawn`, with up to `lanes` batches running at once: while one
-    /// batch waits on the database, the next gathers and starts. Batches
-    /// of one lane see each other's commits only as any two callers would.
-    pub fn spawn_lanes<F, Fut>(max_batch: usize, lanes: usize, run: F) -> Self
-    where
-        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Resp>> + Send + 'static,
+        F: Fn(Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send,
     {
         let (requests, mut inbox) = mpsc::channel::<Envelope<Req, Resp>>(MAX_WAITING);
-        let run = Arc::new(run);
-        let free_lanes = Arc::new(Semaphore::new(lanes.max(1)));
         tokio::spawn(async move {
-            loop {
-                // A lane is taken before gathering, so a batch takes in
-                // everything that arrived while every lane was busy.
-                let Ok(lane) = Arc::clone(&free_lanes).acquire_owned().await else {
-                    return;
+            let mut batch = Vec::with_capacity(max_batch);
+            while inbox.recv_many(&mut batch, max_batch).await > 0 {
+                let (payloads, replies): (Vec<Req>, Vec<_>) = batch.drain(..).unzip();
+                // A batch that panics fails its own callers (their replies
+                // are dropped: INTERNAL), never the batches after it.
+                let Ok(answers) = AssertUnwindSafe(run(payloads)).catch_unwind().await else {
+                    tracing::error!("a batch panicked; its callers were answered INTERNAL");
+                    continue;
                 };
-                let mut batch = Vec::with_capacity(max_batch);
-                if inbox.recv_many(&mut batch, max_batch).await == 0 {
-                    return;
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // The caller may have gone away (request cancelled); fine.
+                    let _ = reply.send(answer);
                 }
-                let run = Arc::clone(&run);
-                tokio::spawn(async move {
-                    answer(batch, run.as_ref()).await;
-                    drop(lane);
-                });
             }
         });
         Self { requests }
@@ -90,27 +73,9 @@ where
     }
 }
 
-/// Runs one batch and answers its callers.
-async fn answer<Req, Resp, F, Fut>(batch: Vec<Envelope<Req, Resp>>, run: &F)
-where
-    F: Fn(Vec<Req>) -> Fut,
-    Fut: Future<Output = Vec<Resp>>,
-{
-    let (payloads, replies): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
-    // A batch that panics fails its own callers (their replies are
-    // dropped: INTERNAL), never the batches after it.
-    let Ok(answers) = AssertUnwindSafe(run(payloads)).catch_unwind().await else {
-        tracing::error!("a batch panicked; its callers were answered INTERNAL");
-        return;
-    };
-    for (reply, answer) in replies.into_iter().zip(answers) {
-        // The caller may have gone away (request cancelled); fine.
-        let _ = reply.send(answer);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -148,41 +113,6 @@ mod tests {
         });
         assert!(batcher.call(13).await.is_err());
         assert_eq!(batcher.call(7).await.ok(), Some(7));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_second_lane_runs_while_the_first_batch_waits() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let running = Arc::new(AtomicUsize::new(0));
-        let (opened, counted) = (Arc::clone(&gate), Arc::clone(&running));
-        let batcher = Arc::new(Batcher::spawn_lanes(8, 2, move |numbers: Vec<u32>| {
-            let (gate, running) = (Arc::clone(&opened), Arc::clone(&counted));
-            async move {
-                running.fetch_add(1, Ordering::SeqCst);
-                let _pass = gate.acquire().await;
-                numbers
-            }
-        }));
-        let call = |n: u32| {
-            let batcher = Arc::clone(&batcher);
-            tokio::spawn(async move { batcher.call(n).await.ok() })
-        };
-        let first = call(1);
-        while running.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        let second = call(2);
-        // The first batch is stuck at the gate; the second starts anyway.
-        while running.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
-        let third = call(3);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(running.load(Ordering::SeqCst), 2, "only two lanes");
-        gate.add_permits(3);
-        assert_eq!(first.await.ok().flatten(), Some(1));
-        assert_eq!(second.await.ok().flatten(), Some(2));
-        assert_eq!(third.await.ok().flatten(), Some(3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

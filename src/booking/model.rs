@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::catalogue::model::SeatStatus;
 use crate::db::schema::{payments, reservations, seats};
-use crate::db::{DbUuid, Prepared, padded};
+use crate::db::{DbUuid, Prepared, padded, power_of_two_pieces};
 use crate::graphql::paging::Page;
 use crate::text_enum;
 
@@ -159,18 +159,20 @@ pub async fn hold_seats(
     .await
 }
 
-/// Records a batch's new holds in one statement.
+/// Records a batch's new holds, in pieces of prepared statements of few
+/// shapes: unprepared, one statement of n rows would make the database
+/// describe its 9 n parameters afresh every time.
 pub async fn insert_reservations(
     conn: &mut AsyncMysqlConnection,
     rows: &[ReservationRow],
 ) -> QueryResult<usize> {
-    if rows.is_empty() {
-        return Ok(0);
+    let mut inserted = 0;
+    for piece in power_of_two_pieces(rows) {
+        inserted += Prepared(diesel::insert_into(reservations::table).values(piece))
+            .execute(conn)
+            .await?;
     }
-    diesel::insert_into(reservations::table)
-        .values(rows)
-        .execute(conn)
-        .await
+    Ok(inserted)
 }
 
 // The ticket count of a batch of holds groups by user and date.

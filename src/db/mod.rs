@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 
 pub use hosts::Hosts;
 pub use monitor::DbMonitor;
-pub use prepared::{Prepared, padded};
+pub use prepared::{Prepared, padded, power_of_two_pieces};
 pub use types::DbUuid;
 
 use crate::error::{AppError, AppResult};

@@ -50,6 +50,20 @@ pub fn padded<T: Clone>(ids: &[T]) -> Vec<T> {
     padded
 }
 
+/// `rows` cut into pieces whose lengths are powers of two, largest first
+/// (20 rows: 16, then 4), for multi-row INSERTs: each piece is a prepared
+/// statement of one of seven shapes for up to 127 rows. (An INSERT cannot
+/// be padded as an `IN` list can.)
+pub fn power_of_two_pieces<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = 1usize << rest.len().checked_ilog2()?;
+        let (piece, after) = rest.split_at(size);
+        rest = after;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -69,5 +83,16 @@ mod tests {
             .collect();
         assert_eq!(shapes, BTreeSet::from([1, 2, 4, 8, 16, 32, 64]));
         assert!(padded::<u64>(&[]).is_empty());
+    }
+
+    #[test]
+    fn pieces_are_powers_of_two_and_keep_every_row_in_order() {
+        for n in 0..=130u32 {
+            let rows: Vec<u32> = (0..n).collect();
+            let pieces: Vec<&[u32]> = power_of_two_pieces(&rows).collect();
+            assert!(pieces.iter().all(|piece| piece.len().is_power_of_two()));
+            assert!(pieces.windows(2).all(|pair| pair[0].len() > pair[1].len()));
+            assert_eq!(pieces.concat(), rows);
+        }
     }
 }

@@ -8,7 +8,7 @@ use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 use super::token::TokenClaims;
 use crate::db::schema::{queue_state, queue_tokens};
-use crate::db::{DbUuid, Prepared, padded};
+use crate::db::{DbUuid, Prepared, padded, power_of_two_pieces};
 use crate::text_enum;
 
 /// The stored status of a token. An ACTIVE row whose `expires_at` has passed
@@ -196,11 +196,17 @@ pub async fn tokens_by_seq(
     conn: &mut AsyncMysqlConnection,
     seqs: &[u64],
 ) -> QueryResult<Vec<TokenRow>> {
-    queue_tokens::table
-        .filter(queue_tokens::seq.eq_any(seqs))
-        .select(TokenRow::as_select())
-        .load(conn)
-        .await
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Prepared: every coalesced token read and every token check runs it.
+    Prepared(
+        queue_tokens::table
+            .filter(queue_tokens::seq.eq_any(padded(seqs)))
+            .select(TokenRow::as_select()),
+    )
+    .load(conn)
+    .await
 }
 
 /// The live (WAITING or ACTIVE) token of each of these users that has one.
@@ -262,12 +268,15 @@ pub async fn count_active(conn: &mut AsyncMysqlConnection, now: NaiveDateTime) -
     Ok(u64::try_from(active).unwrap_or(0))
 }
 
+/// New tokens, in pieces of prepared statements of few shapes (see
+/// `power_of_two_pieces`).
 pub async fn insert_tokens(conn: &mut AsyncMysqlConnection, rows: &[TokenRow]) -> QueryResult<()> {
-    diesel::insert_into(queue_tokens::table)
-        .values(rows)
-        .execute(conn)
-        .await
-        .map(drop)
+    for piece in power_of_two_pieces(rows) {
+        Prepared(diesel::insert_into(queue_tokens::table).values(piece))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Admits the WAITING tokens with `after < seq <= through`. Each lapses at

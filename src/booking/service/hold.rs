@@ -19,11 +19,13 @@ use crate::queue::token::TokenClaims;
 
 /// Holds gathered into one transaction at most. A batch of 64 distinct
 /// seats locks 64 seat rows for one commit, about a millisecond here.
+///
+/// One batch runs at a time per process (as `issueToken`'s do): the holds
+/// that arrive meanwhile make the next batch, so batches grow with the
+/// load and the statements per hold fall. Two or four batches at once were
+/// tried: no faster at 64 clients, and more instructions per hold at low
+/// concurrency, where the batches stay small (BENCHMARKS.md).
 const MAX_HOLD_BATCH: usize = 64;
-/// Batches in flight at once per process: while one waits for its commit,
-/// the next takes its locks. Batches on disjoint seats never wait on each
-/// other; on a shared seat they queue on its row lock like single holds.
-const HOLD_LANES: usize = 4;
 
 /// The process's batcher of holds.
 pub struct Holds {
@@ -32,7 +34,7 @@ pub struct Holds {
 
 impl Holds {
     pub fn start(pool: DbPool, settings: BookingSettings) -> Self {
-        let batcher = Batcher::spawn_lanes(MAX_HOLD_BATCH, HOLD_LANES, move |requests| {
+        let batcher = Batcher::spawn(MAX_HOLD_BATCH, move |requests| {
             hold_together(pool.clone(), settings, requests)
         });
         Self { batcher }
