@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fixtures::{add_concert, admitted_user, days_from_now, hold, sql_execute, sql_number};
+use common::fixtures::{
+    add_concert, admitted_user, days_from_now, held, hold, sql_execute, sql_number,
+};
 use common::{TestServer, concurrently};
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 use ticket_reservation::booking::model::ReservationRow;
@@ -212,17 +214,23 @@ async fn a_batch_the_database_rolls_back_runs_again_and_answers_everyone() {
         let (pool, settings) = (server.state.pool.clone(), server.state.booking);
         tokio::spawn(hold_together(pool, settings, requests))
     };
-    // The batch has locked both tokens and waits for the seat.
+    // The batch has locked both tokens and waits for the seat. (Other
+    // tests run meanwhile and share the machine: allow it time to get there.)
+    let waiting_for_seats = format!(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE t.trx_state = 'LOCK WAIT' AND p.DB = '{}'",
+        server.db.name
+    );
     let mut waited = 0;
-    while sql_number(
-        &server.db,
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
-    )
-    .await
-        == 0
-    {
+    while sql_number(&server.db, &waiting_for_seats).await == 0 {
+        assert!(
+            !batch.is_finished(),
+            "the batch ended without waiting: {:?}",
+            batch.await
+        );
         waited += 1;
-        assert!(waited < 500, "the batch never waited for the seat");
+        assert!(waited < 3000, "the batch never waited for the seat");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Now the blocker wants the tokens: a deadlock, and the batch, which
@@ -343,4 +351,33 @@ async fn a_crowd_of_holds_in_shared_batches_keeps_every_limit() {
         "each token counts its own holds"
     );
     common::assert_invariants_hold(&server);
+}
+
+/// A seat held by someone else is refused from what the rows say, without
+/// waiting for the lock of a payment (or anything else) on that seat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_a_held_seat_does_not_wait_for_its_lock() {
+    let server = TestServer::start().await;
+    let date = add_concert(&server.db, "Busy", &[days_from_now(30)])
+        .await
+        .1[0];
+    let (_, holder) = admitted_user(&server, "holder").await;
+    let (_, rival) = admitted_user(&server, "rival").await;
+    held(&server, &holder, date, 7).await;
+    let seat = request(&server, &rival, date, 7).await;
+    let mut paying = server.db.connect().await;
+    run(&mut paying, "BEGIN").await;
+    run(
+        &mut paying,
+        &format!(
+            "SELECT id FROM seats WHERE id = {} FOR UPDATE",
+            seat.seat.seat_id
+        ),
+    )
+    .await;
+    let answers = tokio::time::timeout(Duration::from_secs(10), hold_batch(&server, vec![seat]))
+        .await
+        .expect("answered while the seat's row is locked");
+    assert_eq!(code(&answers[0]), "SEAT_UNAVAILABLE");
+    run(&mut paying, "ROLLBACK").await;
 }

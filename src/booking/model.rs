@@ -71,17 +71,17 @@ pub struct PaymentRow {
     pub paid_at: NaiveDateTime,
 }
 
-/// What a batch of holds needs to know of a seat, read under its row lock.
+/// What a batch of holds needs to know of a seat.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = seats, check_for_backend(diesel::mysql::Mysql))]
-pub struct SeatLock {
+pub struct SeatState {
     pub id: u64,
     pub status: SeatStatus,
     pub held_by_reservation_id: Option<DbUuid>,
     pub held_until: Option<NaiveDateTime>,
 }
 
-impl SeatLock {
+impl SeatState {
     /// The reservation whose hold on the seat is live now, if any.
     pub fn live_hold(&self, now: NaiveDateTime) -> Option<DbUuid> {
         let live = self.status == SeatStatus::Held && self.held_until.is_some_and(|end| end > now);
@@ -98,18 +98,35 @@ impl SeatLock {
     }
 }
 
-/// Locks these seats' rows, in primary-key order (a batch of holds).
-pub async fn lock_seats(
+/// These seats as last committed, without waiting for any lock.
+pub async fn seats_by_ids(
     conn: &mut AsyncMysqlConnection,
     ids: &[u64],
-) -> QueryResult<Vec<SeatLock>> {
+) -> QueryResult<Vec<SeatState>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     Prepared(
         seats::table
             .filter(seats::id.eq_any(padded(ids)))
-            .select(SeatLock::as_select())
+            .select(SeatState::as_select()),
+    )
+    .load(conn)
+    .await
+}
+
+/// Locks these seats' rows, in primary-key order (a batch of holds).
+pub async fn lock_seats(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[u64],
+) -> QueryResult<Vec<SeatState>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Prepared(
+        seats::table
+            .filter(seats::id.eq_any(padded(ids)))
+            .select(SeatState::as_select())
             .for_update(),
     )
     .load(conn)

@@ -1,19 +1,23 @@
 //! A batch of holds in one transaction: every request told exactly whether
 //! it won, with the rules of a single hold.
 //!
-//! The transaction locks the batch's tokens, then its seats (each in
-//! primary-key order, one statement each, so two batches never wait on each
-//! other in a cycle), counts the tickets its users have on its dates, and
-//! decides every request in arrival order from those rows in memory
-//! (`decide`). The winners are then written with one statement per table:
-//! the tokens' slots, the seats (still conditional on being holdable, and
-//! counted), the reservations.
+//! The transaction locks the batch's tokens, reads its seats, then locks
+//! those of them that are for sale (each in primary-key order, one
+//! statement each, so two batches never wait on each other in a cycle),
+//! counts the tickets its users have on its dates, and decides every
+//! request in arrival order from those rows in memory (`decide`). A seat
+//! that is sold or held is refused from the read alone: a hold never waits
+//! for the payment or the release of a seat it could not have had. The
+//! winners are then written with one statement per table: the tokens'
+//! slots, the seats (still conditional on being holdable, and counted), the
+//! reservations.
 //!
-//! Why the limits stay exact: every row a decision depends on is locked
+//! Why the limits stay exact: every row a grant depends on is locked
 //! before it is read (the token carries the user's live holds, and a user's
 //! holds all lock that token first, as payments and releases do), and the
-//! ticket count is the transaction's first plain read, taken after those
-//! locks: it sees every hold of these users that committed before.
+//! ticket count is a statement of its own after those locks (READ
+//! COMMITTED: each statement sees every commit before it), so it sees every
+//! hold of these users that committed before.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,7 +26,7 @@ use diesel_async::AsyncMysqlConnection;
 
 use super::BookingSettings;
 use super::hold::new_hold;
-use crate::booking::model::{self, ReservationRow, SeatLock};
+use crate::booking::model::{self, ReservationRow, SeatState};
 use crate::catalogue::directory::SeatFacts;
 use crate::catalogue::model::SeatStatus;
 use crate::clock;
@@ -58,17 +62,42 @@ pub async fn hold_all(
 ) -> AppResult<Vec<AppResult<ReservationRow>>> {
     let seqs: BTreeSet<u64> = requests.iter().map(|request| request.token.seq).collect();
     let tokens = queue::model::lock_tokens(conn, &Vec::from_iter(seqs)).await?;
-    let seat_ids: BTreeSet<u64> = requests
-        .iter()
-        .map(|request| request.seat.seat_id)
-        .collect();
-    let seats = model::lock_seats(conn, &Vec::from_iter(seat_ids)).await?;
-    // Read once the rows are ours: lapses are judged by it.
+    // Read once the tokens are ours: every lapse is judged by it.
     let now = clock::now();
+    let seats = seats_for_sale_locked(conn, requests, now).await?;
     let tickets = tickets_held(conn, requests, now).await?;
     let verdicts = decide(requests, &tokens, seats, &tickets, settings, now);
     write_grants(conn, &verdicts, now + settings.hold, now).await?;
     answer(conn, requests, verdicts).await
+}
+
+/// The batch's seats: those for sale at `now` as locked (the lock may show
+/// that someone has taken one since), the others as read. Only a locked
+/// seat can be granted, since only those read as holdable are locked.
+async fn seats_for_sale_locked(
+    conn: &mut AsyncMysqlConnection,
+    requests: &[HoldRequest],
+    now: NaiveDateTime,
+) -> AppResult<Vec<SeatState>> {
+    let ids: BTreeSet<u64> = requests
+        .iter()
+        .map(|request| request.seat.seat_id)
+        .collect();
+    let read = model::seats_by_ids(conn, &Vec::from_iter(ids)).await?;
+    let for_sale: Vec<u64> = read
+        .iter()
+        .filter(|seat| seat.is_holdable_at(now))
+        .map(|seat| seat.id)
+        .collect();
+    let mut locked: HashMap<u64, SeatState> = model::lock_seats(conn, &for_sale)
+        .await?
+        .into_iter()
+        .map(|seat| (seat.id, seat))
+        .collect();
+    Ok(read
+        .into_iter()
+        .map(|seat| locked.remove(&seat.id).unwrap_or(seat))
+        .collect())
 }
 
 /// Seats each (user, date) of the batch holds live or owns.
@@ -100,13 +129,13 @@ async fn tickets_held(
 pub fn decide(
     requests: &[HoldRequest],
     tokens: &[TokenRow],
-    seats: Vec<SeatLock>,
+    seats: Vec<SeatState>,
     tickets: &HashMap<(DbUuid, u64), i64>,
     settings: BookingSettings,
     now: NaiveDateTime,
 ) -> Vec<Verdict> {
     let tokens: HashMap<u64, &TokenRow> = tokens.iter().map(|row| (row.seq, row)).collect();
-    let mut seats: HashMap<u64, SeatLock> = seats.into_iter().map(|row| (row.id, row)).collect();
+    let mut seats: HashMap<u64, SeatState> = seats.into_iter().map(|row| (row.id, row)).collect();
     let mut slots_taken: HashMap<u64, u32> = HashMap::new();
     let mut tickets_taken: HashMap<(DbUuid, u64), i64> = HashMap::new();
     let mut verdicts = Vec::with_capacity(requests.len());
@@ -149,7 +178,7 @@ pub fn decide(
 /// answered again, later), the token's hold slots, the seat's state, the
 /// user's tickets of the date. `None`: it gets the seat.
 fn refusal(
-    seat: &SeatLock,
+    seat: &SeatState,
     slots: u32,
     owned: i64,
     settings: BookingSettings,
