@@ -214,12 +214,13 @@ async fn a_batch_the_database_rolls_back_runs_again_and_answers_everyone() {
         let (pool, settings) = (server.state.pool.clone(), server.state.booking);
         tokio::spawn(hold_together(pool, settings, requests))
     };
-    // The batch has locked both tokens and waits for the seat. (Other
-    // tests run meanwhile and share the machine: allow it time to get there.)
+    // The batch has locked both tokens and waits for the seat. (MariaDB
+    // does not always report that wait as LOCK WAIT in INNODB_TRX, so the
+    // probe looks for the statement itself; other tests share the machine,
+    // so it allows the batch time to get there.)
     let waiting_for_seats = format!(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-         WHERE t.trx_state = 'LOCK WAIT' AND p.DB = '{}'",
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE DB = '{}' AND COMMAND = 'Execute' AND INFO LIKE '%FROM `seats`%FOR UPDATE'",
         server.db.name
     );
     let mut waited = 0;
