@@ -50,6 +50,9 @@ pub struct RequestScope {
     /// The caller's JWT subject, checked once however many fields ask (a
     /// query of 250 aliased `user` fields checks one signature, not 250).
     caller: OnceLock<Result<Option<String>, &'static str>>,
+    /// The bearer token's claims (`None`: not a token of this server),
+    /// opened once: the token guard and the resolver both ask.
+    bearer_claims: OnceLock<Option<TokenClaims>>,
     /// Where the loaders' batches wait for the request's task to run them.
     pub batches: LoaderTasks,
 }
@@ -63,6 +66,7 @@ impl RequestScope {
             booking: OnceLock::new(),
             wallet: OnceLock::new(),
             caller: OnceLock::new(),
+            bearer_claims: OnceLock::new(),
             batches: LoaderTasks::default(),
         }
     }
@@ -139,7 +143,14 @@ pub fn bearer_claims(ctx: &Context<'_>) -> AppResult<TokenClaims> {
         .ok_or(AppError::Unauthenticated(
             "this operation needs a queue token: send 'Authorization: Bearer <token>' from issueToken",
         ))?;
-    ctx.app().queue.verify(bearer)
+    let open = || ctx.app().queue.verify(bearer).ok();
+    let claims = match ctx.data_opt::<RequestScope>() {
+        Some(scope) => *scope.bearer_claims.get_or_init(open),
+        None => open(),
+    };
+    claims.ok_or(AppError::Unauthenticated(
+        "the token is not one this server issued",
+    ))
 }
 
 /// The token a websocket connection carried in its `connection_init` payload.
