@@ -210,6 +210,9 @@ async fn a_batch_the_database_rolls_back_runs_again_and_answers_everyone() {
     )
     .await;
 
+    let deadlocks = "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS \
+                     WHERE VARIABLE_NAME = 'INNODB_DEADLOCKS'";
+    let deadlocks_before = sql_number(&server.db, deadlocks).await;
     let batch = {
         let (pool, settings) = (server.state.pool.clone(), server.state.booking);
         tokio::spawn(hold_together(pool, settings, requests))
@@ -244,6 +247,10 @@ async fn a_batch_the_database_rolls_back_runs_again_and_answers_everyone() {
         ),
     )
     .await;
+    assert!(
+        sql_number(&server.db, deadlocks).await > deadlocks_before,
+        "InnoDB saw no deadlock: the batch did not hold the tokens"
+    );
     run(&mut blocker, "ROLLBACK").await;
 
     let answers = batch.await.unwrap();
@@ -280,22 +287,22 @@ async fn a_crowd_of_holds_in_shared_batches_keeps_every_limit() {
     let date = add_concert(&server.db, "Crowd", &[days_from_now(30)])
         .await
         .1[0];
-    let tokens = {
+    let fans = {
         let server = Arc::clone(&server);
         concurrently(100, move |i| {
             let server = Arc::clone(&server);
-            async move { admitted_user(&server, &format!("fan {i}")).await.1 }
+            async move { admitted_user(&server, &format!("fan {i}")).await }
         })
         .await
     };
-    let tokens = Arc::new(tokens);
+    let fans = Arc::new(fans);
+    // Fan i/3 asks for three seats spread so that six fans want each.
+    let seat_of = |i: usize| (i * 7 % 50) as i32 + 1;
     let answers = {
-        let (server, tokens) = (Arc::clone(&server), Arc::clone(&tokens));
+        let (server, fans) = (Arc::clone(&server), Arc::clone(&fans));
         concurrently(300, move |i| {
-            let (server, tokens) = (Arc::clone(&server), Arc::clone(&tokens));
-            // Fan i/3 asks for three seats spread so that six fans want each.
-            let seat = (i * 7 % 50) as i32 + 1;
-            async move { hold(&server, &tokens[i / 3], date, seat).await.code() }
+            let (server, fans) = (Arc::clone(&server), Arc::clone(&fans));
+            async move { hold(&server, &fans[i / 3].1, date, seat_of(i)).await.code() }
         })
         .await
     };
@@ -351,7 +358,45 @@ async fn a_crowd_of_holds_in_shared_batches_keeps_every_limit() {
         0,
         "each token counts its own holds"
     );
+    // Every answer agrees with the rows: a seat refused is held by another
+    // fan, a seat granted by this one, and a limit refused is reached.
+    let mut conn = server.db.connect().await;
+    let held: Vec<HeldSeat> = diesel::sql_query(format!(
+        "SELECT s.number, HEX(r.user_id) AS holder FROM seats s \
+         JOIN reservations r ON r.id = s.held_by_reservation_id \
+         WHERE s.concert_date_id = {date} AND s.status = 'HELD'"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let holder: HashMap<i32, String> = held
+        .into_iter()
+        .map(|row| (row.number, row.holder))
+        .collect();
+    let hex_of = |fan: usize| fans[fan].0.simple().to_string().to_uppercase();
+    for (i, answer) in answers.iter().enumerate() {
+        let (seat, me) = (seat_of(i), hex_of(i / 3));
+        let holds_of_mine = holder.values().filter(|user| **user == me).count();
+        match answer.as_deref() {
+            None => assert_eq!(holder.get(&seat), Some(&me), "request {i}"),
+            Some("SEAT_UNAVAILABLE") => {
+                assert!(
+                    holder.get(&seat).is_some_and(|user| *user != me),
+                    "request {i}"
+                );
+            }
+            Some(_) => assert_eq!(holds_of_mine, 2, "request {i} ({answer:?})"),
+        }
+    }
     common::assert_invariants_hold(&server);
+}
+
+#[derive(diesel::QueryableByName)]
+struct HeldSeat {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    number: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    holder: String,
 }
 
 /// A seat held by someone else is refused from what the rows say, without
@@ -376,7 +421,8 @@ async fn a_hold_on_a_held_seat_does_not_wait_for_its_lock() {
         ),
     )
     .await;
-    let answers = tokio::time::timeout(Duration::from_secs(10), hold_batch(&server, vec![seat]))
+    // Far under the lock wait timeout: it does not wait at all.
+    let answers = tokio::time::timeout(Duration::from_secs(2), hold_batch(&server, vec![seat]))
         .await
         .expect("answered while the seat's row is locked");
     assert_eq!(code(&answers[0]), "SEAT_UNAVAILABLE");

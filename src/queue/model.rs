@@ -368,10 +368,14 @@ pub async fn end_active_token(
     Ok(ended == 1)
 }
 
-/// Locks these tokens' rows, in primary-key order (a batch of holds).
-pub async fn lock_tokens(
+/// Locks those of these tokens that are ACTIVE at `now`, in primary-key
+/// order (a batch of holds). A lapsed or ended token stays unlocked (under
+/// READ COMMITTED the lock of a row the condition rejects is let go at
+/// once), so a fan calling with a dead token holds up no admission turn.
+pub async fn lock_active_tokens(
     conn: &mut AsyncMysqlConnection,
     seqs: &[u64],
+    now: NaiveDateTime,
 ) -> QueryResult<Vec<TokenRow>> {
     if seqs.is_empty() {
         return Ok(Vec::new());
@@ -379,6 +383,8 @@ pub async fn lock_tokens(
     Prepared(
         queue_tokens::table
             .filter(queue_tokens::seq.eq_any(padded(seqs)))
+            .filter(queue_tokens::status.eq(TokenStatus::Active))
+            .filter(queue_tokens::expires_at.gt(now))
             .select(TokenRow::as_select())
             .for_update(),
     )

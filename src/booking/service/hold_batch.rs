@@ -1,16 +1,18 @@
 //! A batch of holds in one transaction: every request told exactly whether
 //! it won, with the rules of a single hold.
 //!
-//! The transaction locks the batch's tokens, reads its seats, then locks
-//! those of them that are for sale (each in primary-key order, one
-//! statement each, so two batches never wait on each other in a cycle),
-//! counts the tickets its users have on its dates, and decides every
-//! request in arrival order from those rows in memory (`decide`). A seat
-//! that is sold or held is refused from the read alone: a hold never waits
-//! for the payment or the release of a seat it could not have had. The
-//! winners are then written with one statement per table: the tokens'
-//! slots, the seats (still conditional on being holdable, and counted), the
-//! reservations.
+//! The transaction locks the batch's ACTIVE tokens (a dead one is only
+//! read, to say why it is refused), reads its seats, then locks those of
+//! them that are for sale (each in primary-key order, one statement each,
+//! so two batches never wait on each other in a cycle), counts the tickets
+//! its users have, and decides every request in arrival order from those
+//! rows in memory (`decide`). A seat that is sold or held is refused from
+//! the read alone: a hold never waits for the payment or the release of a
+//! seat it could not have had. The winners are then written with one
+//! statement per table: the tokens' slots, the seats (still conditional on
+//! being holdable, and counted), the reservations. (The lapse sweep locks
+//! lapsed seats in lapse order, so it can deadlock with a batch taking
+//! several of them; the database then rolls one back and it runs again.)
 //!
 //! Why the limits stay exact: every row a grant depends on is locked
 //! before it is read (the token carries the user's live holds, and a user's
@@ -60,15 +62,47 @@ pub async fn hold_all(
     settings: BookingSettings,
     requests: &[HoldRequest],
 ) -> AppResult<Vec<AppResult<ReservationRow>>> {
-    let seqs: BTreeSet<u64> = requests.iter().map(|request| request.token.seq).collect();
-    let tokens = queue::model::lock_tokens(conn, &Vec::from_iter(seqs)).await?;
-    // Read once the tokens are ours: every lapse is judged by it.
+    // Read once the connection is ours: every lapse is judged by it.
     let now = clock::now();
+    let tokens = active_tokens_locked(conn, requests, now).await?;
     let seats = seats_for_sale_locked(conn, requests, now).await?;
     let tickets = tickets_held(conn, requests, now).await?;
     let verdicts = decide(requests, &tokens, seats, &tickets, settings, now);
     write_grants(conn, &verdicts, now + settings.hold, now).await?;
     answer(conn, requests, verdicts).await
+}
+
+/// The batch's tokens: those ACTIVE at `now` locked, the others read only
+/// to say why they are refused (`Locked::No`: never granted anything).
+async fn active_tokens_locked(
+    conn: &mut AsyncMysqlConnection,
+    requests: &[HoldRequest],
+    now: NaiveDateTime,
+) -> AppResult<Vec<(TokenRow, Locked)>> {
+    let seqs: Vec<u64> = requests
+        .iter()
+        .map(|request| request.token.seq)
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    let locked = queue::model::lock_active_tokens(conn, &seqs, now).await?;
+    let dead: Vec<u64> = seqs
+        .into_iter()
+        .filter(|seq| !locked.iter().any(|row| row.seq == *seq))
+        .collect();
+    let mut tokens: Vec<(TokenRow, Locked)> =
+        locked.into_iter().map(|row| (row, Locked::Yes)).collect();
+    for row in queue::model::tokens_by_seq(conn, &dead).await? {
+        tokens.push((row, Locked::No));
+    }
+    Ok(tokens)
+}
+
+/// Whether a row was read under its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Yes,
+    No,
 }
 
 /// The batch's seats: those for sale at `now` as locked (the lock may show
@@ -110,13 +144,7 @@ async fn tickets_held(
         .iter()
         .map(|request| DbUuid(request.token.user_id))
         .collect();
-    let dates: BTreeSet<u64> = requests
-        .iter()
-        .map(|request| request.seat.concert_date_id)
-        .collect();
-    let counted =
-        model::tickets_of_users_on_dates(conn, &Vec::from_iter(users), &Vec::from_iter(dates), now)
-            .await?;
+    let counted = model::tickets_of_users(conn, &Vec::from_iter(users), now).await?;
     Ok(counted
         .into_iter()
         .map(|(user, date, count)| ((user, date), count))
@@ -128,13 +156,16 @@ async fn tickets_held(
 /// later ones, and each grant counts against its token's and user's limits.
 pub fn decide(
     requests: &[HoldRequest],
-    tokens: &[TokenRow],
+    tokens: &[(TokenRow, Locked)],
     seats: Vec<SeatState>,
     tickets: &HashMap<(DbUuid, u64), i64>,
     settings: BookingSettings,
     now: NaiveDateTime,
 ) -> Vec<Verdict> {
-    let tokens: HashMap<u64, &TokenRow> = tokens.iter().map(|row| (row.seq, row)).collect();
+    let tokens: HashMap<u64, (&TokenRow, Locked)> = tokens
+        .iter()
+        .map(|(row, locked)| (row.seq, (row, *locked)))
+        .collect();
     let mut seats: HashMap<u64, SeatState> = seats.into_iter().map(|row| (row.id, row)).collect();
     let mut slots_taken: HashMap<u64, u32> = HashMap::new();
     let mut tickets_taken: HashMap<(DbUuid, u64), i64> = HashMap::new();
@@ -147,13 +178,14 @@ pub fn decide(
         };
         let ticket_key = (DbUuid(token.user_id), facts.concert_date_id);
         let refusal = match tokens.get(&token.seq) {
-            Some(row) if row.matches(token) && row.is_active_at(now) => {
+            // Only a token read under its lock can be granted anything.
+            Some((row, Locked::Yes)) if row.matches(token) && row.is_active_at(now) => {
                 let owned = tickets.get(&ticket_key).copied().unwrap_or(0)
                     + tickets_taken.get(&ticket_key).copied().unwrap_or(0);
                 let slots = row.live_holds + slots_taken.get(&token.seq).copied().unwrap_or(0);
                 refusal(seat, slots, owned, settings, now)
             }
-            Some(row) if row.matches(token) => Some(Verdict::Refused(AppError::TokenExpired)),
+            Some((row, _)) if row.matches(token) => Some(Verdict::Refused(AppError::TokenExpired)),
             _ => Some(Verdict::Refused(AppError::Unauthenticated(
                 "the token is not one this server issued",
             ))),
