@@ -47,7 +47,7 @@ pub struct HoldRequest {
 
 /// What the rows say of one request.
 #[derive(Debug)]
-pub enum Verdict {
+enum Verdict {
     /// A new hold, to be written.
     Granted(ReservationRow),
     /// The seat's live hold, read before the batch: the caller's own hold
@@ -57,7 +57,7 @@ pub enum Verdict {
 }
 
 /// Runs the batch in the caller's transaction; one answer per request.
-pub async fn hold_all(
+pub(super) async fn hold_all(
     conn: &mut AsyncMysqlConnection,
     settings: BookingSettings,
     requests: &[HoldRequest],
@@ -100,7 +100,7 @@ async fn active_tokens_locked(
 
 /// Whether a row was read under its lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locked {
+enum Locked {
     Yes,
     No,
 }
@@ -154,7 +154,7 @@ async fn tickets_held(
 /// Decides every request in arrival order, as if each ran alone after the
 /// ones before it: a seat granted to an earlier request is held for the
 /// later ones, and each grant counts against its token's and user's limits.
-pub fn decide(
+fn decide(
     requests: &[HoldRequest],
     tokens: &[(TokenRow, Locked)],
     seats: Vec<SeatState>,
