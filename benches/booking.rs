@@ -21,16 +21,30 @@ use support::*;
 
 const CLIENTS: usize = 64;
 const HOT_FANS: usize = 1000;
-/// Ours and bare SQL take turns this many times; the ratio is the median of
-/// the rounds', so drift in the machine's speed cancels out.
-const ROUNDS: usize = 3;
+/// Ours and bare SQL take turns this many times (`BOOKING_ROUNDS`, 3 unless
+/// set); the ratio is the median of the rounds', so drift in the machine's
+/// speed cancels out. More rounds narrow the median of the pollers' cost.
+fn rounds() -> usize {
+    static ROUNDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROUNDS.get_or_init(|| {
+        std::env::var("BOOKING_ROUNDS")
+            .ok()
+            .and_then(|rounds| rounds.parse().ok())
+            .filter(|rounds| *rounds > 0)
+            .unwrap_or(3)
+    })
+}
 const HOLDERS_PER_ROUND: usize = 2000;
 const HOLDS_EACH: usize = 4;
 const HOLDS_PER_ROUND: usize = HOLDERS_PER_ROUND * HOLDS_EACH;
-const HOLDERS: usize = HOLDERS_PER_ROUND * ROUNDS;
-const HOLDS: usize = HOLDS_PER_ROUND * ROUNDS;
+fn holder_count() -> usize {
+    HOLDERS_PER_ROUND * rounds()
+}
+fn hold_count() -> usize {
+    HOLDS_PER_ROUND * rounds()
+}
 /// Each round also runs our holds again while organizers poll salesReport,
-/// on seats and holders of their own (rounds ROUNDS.. of the fixtures).
+/// on seats and holders of their own (rounds `rounds()..` of the fixtures).
 const REPORT_POLLERS: usize = 16;
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const ORGANIZER_KEY: &str = "benchmark-organizer-key-0123456789abcdef";
@@ -43,23 +57,23 @@ const PAY: &str = "mutation($ids: [ID!]!) { pay(reservationIds: $ids) { id amoun
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let db = BenchDb::create().await?;
-    let dates_needed = (HOLDS / SEATS_PER_DATE) as u64;
+    let dates_needed = (hold_count() / SEATS_PER_DATE) as u64;
     let hot_date = insert_concert(&db, 1).await?[0];
     let our_dates = Arc::new(insert_concert(&db, dates_needed * 2).await?);
     let bare_seats = Arc::new(seats_of(&db, &insert_concert(&db, dates_needed).await?).await?);
-    let users = insert_users(&db, 0, (HOT_FANS + 2 * HOLDERS) as u64, "1000000.00").await?;
+    let users = insert_users(&db, 0, (HOT_FANS + 2 * holder_count()) as u64, "1000000.00").await?;
     // The bare SQL's users pay for their holds too, from a charged balance.
     let bare_users = Arc::new(
         insert_users(
             &db,
-            (HOT_FANS + 2 * HOLDERS) as u64,
-            HOLDERS as u64,
+            (HOT_FANS + 2 * holder_count()) as u64,
+            holder_count() as u64,
             "1000000.00",
         )
         .await?,
     );
     let bare_reservations: Arc<Vec<Mutex<Vec<uuid::Uuid>>>> =
-        Arc::new((0..HOLDERS).map(|_| Mutex::new(Vec::new())).collect());
+        Arc::new((0..holder_count()).map(|_| Mutex::new(Vec::new())).collect());
     let tokens = Arc::new(insert_tokens(&db, &users, 1, true).await?);
     let pool_size = std::env::var("BENCH_DATABASE_POOL_SIZE").unwrap_or_else(|_| "32".to_owned());
     let server = ServerProcess::start(
@@ -132,7 +146,7 @@ async fn main() -> BenchResult<()> {
 
     // Distinct seats from 64 clients, taking turns with the bare SQL.
     let reservations: Arc<Vec<Mutex<Vec<String>>>> =
-        Arc::new((0..2 * HOLDERS).map(|_| Mutex::new(Vec::new())).collect());
+        Arc::new((0..2 * holder_count()).map(|_| Mutex::new(Vec::new())).collect());
     let mut polled_ratios = Vec::new();
     let mut polls = 0;
     let mut ours_all = Vec::new();
@@ -141,7 +155,7 @@ async fn main() -> BenchResult<()> {
     let statements_before = server.metric(&http, "sql_statements_total").await?;
     let started = Instant::now();
     let mut hold_statements = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let cpu = CpuMeter::start(&server);
         let bare = bare_holds(&db, round, &bare_seats, &bare_users, &bare_reservations).await?;
         bare_cpu.add(&cpu.totals());
@@ -196,15 +210,16 @@ async fn main() -> BenchResult<()> {
             .collect(),
     };
     println!("\n{}", holds.report());
-    println!("    {}", our_cpu.per_op(HOLDS));
-    println!("    bare SQL {}", bare_cpu.per_op(HOLDS));
+    println!("    {}", our_cpu.per_op(hold_count()));
+    println!("    bare SQL {}", bare_cpu.per_op(hold_count()));
     println!(
         "    {:.2} SQL statements per hold (server's own count, token checks included)",
-        hold_statements as f64 / HOLDS as f64
+        hold_statements as f64 / hold_count() as f64
     );
     println!(
-        "    ours / bare SQL, median of {ROUNDS} rounds: {:.2}",
-        ratios[ROUNDS / 2]
+        "    ours / bare SQL, median of {} rounds: {:.2}",
+        rounds(),
+        ratios[rounds() / 2]
     );
     polled_ratios.sort_by(f64::total_cmp);
     let cpu = CpuMeter::start(&server);
@@ -234,10 +249,13 @@ async fn main() -> BenchResult<()> {
     println!("{}", reports.report());
     println!("    {}", cpu.per_op(4000));
     println!(
-        "    holds while {REPORT_POLLERS} organizers poll salesReport every {} s / holds alone, median of {ROUNDS} rounds: {:.3} ({polls} reports answered)",
+        "    holds while {REPORT_POLLERS} organizers poll salesReport every {} s / holds alone, median of {} rounds: {:.3} ({polls} reports answered)",
         REPORT_EVERY.as_secs(),
-        polled_ratios[ROUNDS / 2]
+        rounds(),
+        polled_ratios[rounds() / 2]
     );
+    let each: Vec<String> = polled_ratios.iter().map(|r| format!("{r:.3}")).collect();
+    println!("    each round, sorted: {}", each.join(" "));
 
     let statements_before = server.metric(&http, "sql_statements_total").await?;
     let cpu = CpuMeter::start(&server);
@@ -251,7 +269,7 @@ async fn main() -> BenchResult<()> {
         run_phase(
             "\npay: four holds each, 64 clients",
             CLIENTS,
-            HOLDERS,
+            holder_count(),
             move |holder| {
                 let (http, endpoint, tokens, reservations) = (
                     http.clone(),
@@ -284,15 +302,15 @@ async fn main() -> BenchResult<()> {
     };
     let pay_statements = server.metric(&http, "sql_statements_total").await? - statements_before;
     println!("{}", payments.report());
-    println!("    {}", cpu.per_op(HOLDERS));
+    println!("    {}", cpu.per_op(holder_count()));
     println!(
         "    {:.2} SQL statements per payment of four holds",
-        pay_statements as f64 / HOLDERS as f64
+        pay_statements as f64 / holder_count() as f64
     );
     let cpu = CpuMeter::start(&server);
     let bare_payments = bare_payments(&db, &bare_users, &bare_reservations).await?;
     println!("{}", bare_payments.report());
-    println!("    {}", cpu.per_op(HOLDERS));
+    println!("    {}", cpu.per_op(holder_count()));
     println!("    {BARE_PAY_STATEMENTS} SQL statements per payment of four holds");
     println!(
         "    pay / bare SQL of a payment: {:.2}",
@@ -304,7 +322,7 @@ async fn main() -> BenchResult<()> {
         .await?;
     println!(
         "\nseats sold: {sold} (expected {}: ours and the bare SQL's; and 1 held on the hot seat)",
-        2 * HOLDS
+        2 * hold_count()
     );
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-reservation"))
         .arg("check")
@@ -393,9 +411,9 @@ async fn polled_holds(
     dates: &Arc<Vec<u64>>,
     reservations: &Arc<Vec<Mutex<Vec<String>>>>,
 ) -> (Phase, usize) {
-    let watched = Arc::new(dates[round_dates(ROUNDS + round)].to_vec());
+    let watched = Arc::new(dates[round_dates(rounds() + round)].to_vec());
     let pollers = ReportPollers::start(http, endpoint, watched);
-    let phase = our_holds(ROUNDS + round, http, endpoint, tokens, dates, reservations).await;
+    let phase = our_holds(rounds() + round, http, endpoint, tokens, dates, reservations).await;
     (phase, pollers.stop().await)
 }
 
@@ -515,7 +533,7 @@ async fn bare_payments(
     let (users, held) = (Arc::clone(users), Arc::clone(held));
     let name = "bare SQL: pay four holds (8 statements), 64 connections";
     Ok(
-        run_on_connections(name, connections, HOLDERS, move |mut conn, holder| {
+        run_on_connections(name, connections, holder_count(), move |mut conn, holder| {
             let (users, held) = (Arc::clone(&users), Arc::clone(&held));
             async move {
                 let ids = held[holder]
