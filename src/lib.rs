@@ -33,9 +33,23 @@ use limits::RateLimits;
 use queue::runtime::QueueRuntime;
 use queue::service::QueueSettings;
 
-/// Everything a request or a background job needs; cheap to clone.
+/// Everything a request or a background job needs, behind one `Arc`: a
+/// request clones it several times (axum's `State`, the schema's data, the
+/// loaders), and one reference count is cheaper than a dozen plus the
+/// cancellation token's lock.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What `AppState` holds.
+pub struct AppParts {
     pub config: Arc<Config>,
     pub pool: DbPool,
     /// Connections of the background loops, whose lock waits are short.
@@ -114,7 +128,7 @@ impl AppState {
         };
         let holds = Arc::new(Holds::start(pool.clone(), booking));
         let limits = Arc::new(RateLimits::from_config(&config));
-        Ok(Self {
+        Ok(Self(Arc::new(AppParts {
             limits,
             config: Arc::new(config),
             pool,
@@ -127,7 +141,7 @@ impl AppState {
             holds,
             seats: Arc::new(SeatDirectory::default()),
             lifecycle: Lifecycle::default(),
-        })
+        })))
     }
 }
 
