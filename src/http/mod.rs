@@ -11,10 +11,8 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Executor, ParseRequestError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::BoxError;
 use axum::Extension;
 use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{ConnectInfo, FromRequestParts, State, WebSocketUpgrade};
@@ -27,9 +25,6 @@ use serde_json::json;
 use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
@@ -60,6 +55,9 @@ struct HttpState {
     schema: AppSchema,
     /// One permit per open websocket, up to MAX_WEBSOCKETS.
     websockets: Arc<Semaphore>,
+    /// One permit per GraphQL request or websocket upgrade being worked
+    /// on, up to MAX_IN_FLIGHT.
+    in_flight: Arc<Semaphore>,
 }
 
 pub fn router(app: AppState) -> Router {
@@ -67,6 +65,7 @@ pub fn router(app: AppState) -> Router {
     let schema = graphql::build_schema(app.clone());
     let max_in_flight = app.config.max_in_flight as usize;
     let websockets = Arc::new(Semaphore::new(app.config.max_websockets as usize));
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let cors = cors(&app.config.cors_allowed_origins);
     // Requests taking longer than this are answered 408 and dropped.
     let request_timeout = app.config.request_timeout();
@@ -74,29 +73,14 @@ pub fn router(app: AppState) -> Router {
         app,
         schema,
         websockets,
+        in_flight,
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
-        // Work in flight is bounded: past MAX_IN_FLIGHT requests at once,
-        // the next is refused at once rather than queued, so a rush cannot
-        // make everyone (and the health checks) wait. Health, metrics and
-        // GraphiQL stay outside the bound.
-        .route_layer(axum::middleware::from_fn(in_flight))
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    overloaded("in_flight")
-                }))
-                .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
-        )
-        // Counted per address before anything else, so that one address
-        // past its limit spends none of the work in flight others need.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            per_address,
-        ))
+        // The per-address limit, then the bound on work in flight; health,
+        // metrics and GraphiQL stay outside both.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .route("/", get(graphiql))
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/healthz", get(healthz))
@@ -135,23 +119,36 @@ fn client_of(request: &axum::extract::Request, state: &HttpState) -> Option<Clie
     ))
 }
 
-/// Counts the request against its address's limit; refuses it with 429
-/// past the limit. The address goes on with the request for the entry
-/// limit, which needs the parsed operation.
-async fn per_address(
+/// Lets a request to `/graphql` in, or refuses it at once:
+///
+/// 1. against its address's limit (429 past it), first, so that one address
+///    past its limit spends none of the work in flight others need; the
+///    address goes on with the request for the entry limit, which needs the
+///    parsed operation;
+/// 2. against the work in flight: past MAX_IN_FLIGHT requests at once the
+///    next is refused with 503 `OVERLOADED` rather than queued, so a rush
+///    cannot make everyone (and the health checks) wait.
+///
+/// One layer, not a stack of tower's (load shedding over a concurrency
+/// limit, its error handler, two middlewares): each layer costs every
+/// request a boxed future and a clone of the service below it.
+async fn admit(
     State(state): State<HttpState>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     // Served without peer addresses (`router` alone, in-process): no limit.
-    let Some(client) = client_of(&request, &state) else {
-        return next.run(request).await;
-    };
-    if let Err(refused) = state.app.limits.request(client.0) {
-        crate::metrics::record_refusal("rate_limited");
-        return rate_limited(refused);
+    if let Some(client) = client_of(&request, &state) {
+        if let Err(refused) = state.app.limits.request(client.0) {
+            crate::metrics::record_refusal("rate_limited");
+            return rate_limited(refused);
+        }
+        request.extensions_mut().insert(client);
     }
-    request.extensions_mut().insert(client);
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return overloaded("in_flight");
+    };
+    let _counted = crate::metrics::InFlight::start();
     next.run(request).await
 }
 
@@ -582,12 +579,6 @@ fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tra
         ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {}
         failure => tracing::error!(%failure, ?latency, "response failed"),
     }
-}
-
-/// Counts the requests that got past the in-flight bound while they run.
-async fn in_flight(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let _counted = crate::metrics::InFlight::start();
-    next.run(request).await
 }
 
 async fn graphiql() -> Html<&'static str> {
