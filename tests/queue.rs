@@ -272,6 +272,38 @@ async fn an_active_token_lapses_and_its_user_rejoins_at_the_end() {
     );
 }
 
+/// The server remembers tokens it has opened; a token one character away
+/// from a remembered one must still be opened, and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_vouches_for_no_other_text() {
+    let server = TestServer::start().await;
+    let user = register(&server, "remembered").await;
+    let issued = issue_token(&server, user).await;
+    for _ in 0..3 {
+        queue_status(&server, &issued.token)
+            .await
+            .data("queueStatus");
+    }
+    for position in [0, 20, issued.token.len() - 1] {
+        let mut changed = issued.token.clone().into_bytes();
+        changed[position] = if changed[position] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let changed = String::from_utf8(changed).unwrap();
+        queue_status(&server, &changed)
+            .await
+            .expect_code("UNAUTHENTICATED");
+    }
+    queue_status(&server, &format!("{}A", issued.token))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    queue_status(&server, &issued.token)
+        .await
+        .data("queueStatus");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_answers_each_code() {
     let server = TestServer::with_settings(|c| c.max_active_tokens = 1).await;
