@@ -72,8 +72,11 @@ async fn main() -> BenchResult<()> {
         )
         .await?,
     );
-    let bare_reservations: Arc<Vec<Mutex<Vec<uuid::Uuid>>>> =
-        Arc::new((0..holder_count()).map(|_| Mutex::new(Vec::new())).collect());
+    let bare_reservations: Arc<Vec<Mutex<Vec<uuid::Uuid>>>> = Arc::new(
+        (0..holder_count())
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
+    );
     let tokens = Arc::new(insert_tokens(&db, &users, 1, true).await?);
     let pool_size = std::env::var("BENCH_DATABASE_POOL_SIZE").unwrap_or_else(|_| "32".to_owned());
     let server = ServerProcess::start(
@@ -145,8 +148,11 @@ async fn main() -> BenchResult<()> {
     );
 
     // Distinct seats from 64 clients, taking turns with the bare SQL.
-    let reservations: Arc<Vec<Mutex<Vec<String>>>> =
-        Arc::new((0..2 * holder_count()).map(|_| Mutex::new(Vec::new())).collect());
+    let reservations: Arc<Vec<Mutex<Vec<String>>>> = Arc::new(
+        (0..2 * holder_count())
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
+    );
     let mut polled_ratios = Vec::new();
     let mut polls = 0;
     let mut ours_all = Vec::new();
@@ -256,6 +262,12 @@ async fn main() -> BenchResult<()> {
     );
     let each: Vec<String> = polled_ratios.iter().map(|r| format!("{r:.3}")).collect();
     println!("    each round, sorted: {}", each.join(" "));
+    let (mean, margin) = mean_and_margin(&polled_ratios);
+    println!(
+        "    mean {mean:.3}, 95 % interval {:.3} to {:.3} (mean ± 1.96 standard errors)",
+        mean - margin,
+        mean + margin
+    );
 
     let statements_before = server.metric(&http, "sql_statements_total").await?;
     let cpu = CpuMeter::start(&server);
@@ -413,8 +425,28 @@ async fn polled_holds(
 ) -> (Phase, usize) {
     let watched = Arc::new(dates[round_dates(rounds() + round)].to_vec());
     let pollers = ReportPollers::start(http, endpoint, watched);
-    let phase = our_holds(rounds() + round, http, endpoint, tokens, dates, reservations).await;
+    let phase = our_holds(
+        rounds() + round,
+        http,
+        endpoint,
+        tokens,
+        dates,
+        reservations,
+    )
+    .await;
     (phase, pollers.stop().await)
+}
+
+/// The mean of `samples` and the half-width of its 95 % interval, from the
+/// normal approximation: 1.96 standard errors.
+fn mean_and_margin(samples: &[f64]) -> (f64, f64) {
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    if samples.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let variance = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (variance / n).sqrt())
 }
 
 /// The dates whose seats round `round` of our holds takes.
@@ -532,8 +564,11 @@ async fn bare_payments(
     let connections = connections(&db.pool, CLIENTS).await?;
     let (users, held) = (Arc::clone(users), Arc::clone(held));
     let name = "bare SQL: pay four holds (8 statements), 64 connections";
-    Ok(
-        run_on_connections(name, connections, holder_count(), move |mut conn, holder| {
+    Ok(run_on_connections(
+        name,
+        connections,
+        holder_count(),
+        move |mut conn, holder| {
             let (users, held) = (Arc::clone(&users), Arc::clone(&held));
             async move {
                 let ids = held[holder]
@@ -546,9 +581,9 @@ async fn bare_payments(
                 }
                 conn
             }
-        })
-        .await,
+        },
     )
+    .await)
 }
 
 async fn bare_pay(

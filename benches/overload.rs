@@ -218,7 +218,11 @@ async fn main() -> BenchResult<()> {
     println!(
         "== {CLIENTS} clients, MAX_IN_FLIGHT={MAX_IN_FLIGHT}, {} s, refused clients back after Retry-After{} ==",
         DURATION.as_secs(),
-        if lockstep { " exactly (lockstep)" } else { " and up to 1 s of jitter" }
+        if lockstep {
+            " exactly (lockstep)"
+        } else {
+            " and up to 1 s of jitter"
+        }
     );
     let answered = Phase {
         name: "user(id): answered".to_owned(),
@@ -276,7 +280,10 @@ async fn main() -> BenchResult<()> {
             slowest.as_secs_f64() * 1e3
         );
     }
-    println!("    probe's other outcomes (errors, timeouts): {}", probed.other);
+    println!(
+        "    probe's other outcomes (errors, timeouts): {}",
+        probed.other
+    );
     drop(server);
     db.drop_database().await?;
     Ok(())
