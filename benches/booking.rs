@@ -225,7 +225,7 @@ async fn main() -> BenchResult<()> {
     println!(
         "    ours / bare SQL, median of {} rounds: {:.2}",
         rounds(),
-        ratios[rounds() / 2]
+        median(&ratios)
     );
     polled_ratios.sort_by(f64::total_cmp);
     let cpu = CpuMeter::start(&server);
@@ -258,13 +258,13 @@ async fn main() -> BenchResult<()> {
         "    holds while {REPORT_POLLERS} organizers poll salesReport every {} s / holds alone, median of {} rounds: {:.3} ({polls} reports answered)",
         REPORT_EVERY.as_secs(),
         rounds(),
-        polled_ratios[rounds() / 2]
+        median(&polled_ratios)
     );
     let each: Vec<String> = polled_ratios.iter().map(|r| format!("{r:.3}")).collect();
     println!("    each round, sorted: {}", each.join(" "));
     let (mean, margin) = mean_and_margin(&polled_ratios);
     println!(
-        "    mean {mean:.3}, 95 % interval {:.3} to {:.3} (mean ± 1.96 standard errors)",
+        "    mean {mean:.3}, 95 % interval {:.3} to {:.3} (mean ± t standard errors)",
         mean - margin,
         mean + margin
     );
@@ -437,8 +437,20 @@ async fn polled_holds(
     (phase, pollers.stop().await)
 }
 
-/// The mean of `samples` and the half-width of its 95 % interval, from the
-/// normal approximation: 1.96 standard errors.
+/// The median of sorted `samples`: the middle one, or the mean of the two
+/// middle ones.
+fn median(sorted: &[f64]) -> f64 {
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// The mean of `samples` and the half-width of its 95 % interval: Student's
+/// t for n − 1 degrees of freedom times the standard error (a few rounds
+/// are too few for the normal 1.96).
 fn mean_and_margin(samples: &[f64]) -> (f64, f64) {
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
@@ -446,7 +458,24 @@ fn mean_and_margin(samples: &[f64]) -> (f64, f64) {
         return (mean, f64::NAN);
     }
     let variance = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (variance / n).sqrt())
+    (mean, t_95(samples.len() - 1) * (variance / n).sqrt())
+}
+
+/// Student's t for a two-sided 95 % interval with `df` degrees of freedom.
+fn t_95(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        31..=40 => 2.021,
+        41..=60 => 2.000,
+        61..=120 => 1.980,
+        _ => 1.960,
+    }
 }
 
 /// The dates whose seats round `round` of our holds takes.

@@ -25,7 +25,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -87,7 +86,7 @@ fn spawn_probe(
     health_url: String,
     graphql_url: String,
     user: serde_json::Value,
-    running: Arc<AtomicBool>,
+    until: Instant,
 ) -> std::thread::JoinHandle<Probed> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,7 +107,9 @@ fn spawn_probe(
             let mut pace = tokio::time::interval(PROBE_EVERY);
             pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut round = 0_u32;
-            while running.load(Ordering::Relaxed) {
+            // Only while the clients send: after the deadline the server
+            // is winding down and would flatter the figures.
+            while Instant::now() < until {
                 pace.tick().await;
                 if round.is_multiple_of(HEALTH_EVERY_ROUNDS) {
                     let (http, url) = (http.clone(), health_url.clone());
@@ -153,17 +154,15 @@ async fn main() -> BenchResult<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = server.url("/graphql");
-    let running = Arc::new(AtomicBool::new(true));
-
+    let lockstep = std::env::var("OVERLOAD_LOCKSTEP").is_ok_and(|value| value == "1");
+    let started = Instant::now();
+    let deadline = started + DURATION;
     let probe = spawn_probe(
         server.url("/healthz"),
         url.clone(),
         json!(users[0]),
-        Arc::clone(&running),
+        deadline,
     );
-
-    let lockstep = std::env::var_os("OVERLOAD_LOCKSTEP").is_some();
-    let started = Instant::now();
     let cpu = CpuMeter::start(&server);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -193,7 +192,11 @@ async fn main() -> BenchResult<()> {
                             } else {
                                 seen.refused.push(took);
                             }
-                            tokio::time::sleep(wait_after_refusal(retry_after, lockstep)).await;
+                            // No later than the deadline, so that no client
+                            // idles past the end of the run it is timed in.
+                            let wait = wait_after_refusal(retry_after, lockstep);
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(wait.min(left)).await;
                         }
                         _ => seen.other += 1,
                     }
@@ -212,7 +215,6 @@ async fn main() -> BenchResult<()> {
         seen.other += client.other;
     }
     let elapsed = started.elapsed();
-    running.store(false, Ordering::Relaxed);
     let probed = probe.join().expect("the probe thread");
 
     println!(
