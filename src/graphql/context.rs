@@ -50,9 +50,6 @@ pub struct RequestScope {
     /// The caller's JWT subject, checked once however many fields ask (a
     /// query of 250 aliased `user` fields checks one signature, not 250).
     caller: OnceLock<Result<Option<String>, &'static str>>,
-    /// The bearer token's claims (`None`: not a token of this server),
-    /// opened once: the token guard and the resolver both ask.
-    bearer_claims: OnceLock<Option<TokenClaims>>,
     /// Where the loaders' batches wait for the request's task to run them.
     pub batches: LoaderTasks,
 }
@@ -66,7 +63,6 @@ impl RequestScope {
             booking: OnceLock::new(),
             wallet: OnceLock::new(),
             caller: OnceLock::new(),
-            bearer_claims: OnceLock::new(),
             batches: LoaderTasks::default(),
         }
     }
@@ -134,8 +130,10 @@ pub fn caller(ctx: &Context<'_>) -> AppResult<Option<String>> {
     .map_err(AppError::Unauthenticated)
 }
 
-/// The claims of the request's bearer token, checked by its MAC only. The
-/// token guard has already read its state where an operation needs one.
+/// The claims of the request's bearer token, from its seal alone (the
+/// queue remembers tokens it has opened, so the guard and the resolver
+/// asking in turn open it once). The token guard has already read its
+/// state where an operation needs one.
 pub fn bearer_claims(ctx: &Context<'_>) -> AppResult<TokenClaims> {
     let bearer = ctx
         .data_opt::<Bearer>()
@@ -143,14 +141,7 @@ pub fn bearer_claims(ctx: &Context<'_>) -> AppResult<TokenClaims> {
         .ok_or(AppError::Unauthenticated(
             "this operation needs a queue token: send 'Authorization: Bearer <token>' from issueToken",
         ))?;
-    let open = || ctx.app().queue.verify(bearer).ok();
-    let claims = match ctx.data_opt::<RequestScope>() {
-        Some(scope) => *scope.bearer_claims.get_or_init(open),
-        None => open(),
-    };
-    claims.ok_or(AppError::Unauthenticated(
-        "the token is not one this server issued",
-    ))
+    ctx.app().queue.verify(bearer)
 }
 
 /// The token a websocket connection carried in its `connection_init` payload.
